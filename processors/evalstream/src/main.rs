@@ -1,0 +1,62 @@
+//! `evalstream`: one binary for running processors and for operating the system.
+//!
+//! Every subcommand lives in its own file under `cmd/`. Commands that only talk to Kafka run
+//! synchronously on the main thread; `run` builds a tokio runtime for the operator endpoints and
+//! signal handling and runs the exactly-once loop on a dedicated thread.
+
+mod cmd;
+mod registry;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Kafka-native evaluation and allocation pipeline with a tamper-evident audit chain.
+#[derive(Debug, Parser)]
+#[command(name = "evalstream", version, about)]
+struct Cli {
+    /// Runtime configuration file (TOML). Environment variables override it; see README.
+    #[arg(long, global = true, env = "EVALSTREAM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one processor as a member of its consumer group.
+    Run(cmd::run::Args),
+    /// Encode JSON lines with a topic's schema and produce them.
+    Produce(cmd::produce::Args),
+    /// Decode records of a topic to JSON lines.
+    Consume(cmd::consume::Args),
+    /// Create topics from topology/ and show the processor graph.
+    #[command(subcommand)]
+    Topology(cmd::topology::Command),
+    /// Inspect and requeue dead-lettered records.
+    #[command(subcommand)]
+    Dlq(cmd::dlq::Command),
+    /// Throughput benchmark: exactly-once runtime next to a raw pass-through.
+    Bench(cmd::bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    evalstream_runtime::telemetry::init();
+    let result = match cli.command {
+        Command::Run(args) => cmd::run::run(cli.config.as_deref(), args),
+        Command::Produce(args) => cmd::produce::run(cli.config.as_deref(), args),
+        Command::Consume(args) => cmd::consume::run(cli.config.as_deref(), args),
+        Command::Topology(c) => cmd::topology::run(cli.config.as_deref(), c),
+        Command::Dlq(c) => cmd::dlq::run(cli.config.as_deref(), c),
+        Command::Bench(args) => cmd::bench::run(cli.config.as_deref(), args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("evalstream: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The processors this binary can run, by name.

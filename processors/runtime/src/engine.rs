@@ -1,0 +1,2 @@
+//! The exactly-once engine (being implemented).
+#![allow(missing_docs)]

@@ -1,0 +1,136 @@
+//! The processor contract: pure logic over one decoded record and a keyed state view.
+//!
+//! A processor never talks to Kafka. The runtime hands it an [`Input`] (already decoded and
+//! validated against its schema) and a [`Context`] to read/write state and emit outputs; it
+//! returns `Ok(())` or a [`ProcessError`] that says what should happen to the record. Because
+//! everything the processor sees is in its arguments, it is unit-testable with
+//! [`Context::for_test`] and deterministic: the same input and state produce the same outputs,
+//! which is what makes replays recognisable (see docs/exactly-once.md).
+
+use apache_avro::types::Value;
+
+use crate::error::ProcessError;
+use crate::state::StateView;
+
+/// One input record as the processor sees it.
+#[derive(Debug, Clone)]
+pub struct Input<'a> {
+    /// Logical topic (without the configured prefix). For a record coming back from a retry
+    /// topic this is the *original* topic.
+    pub topic: &'a str,
+    /// Partition on that topic.
+    pub partition: i32,
+    /// Offset on that topic.
+    pub offset: i64,
+    /// Record timestamp (ms since the epoch), when the broker gave one.
+    pub timestamp: Option<i64>,
+    /// Record key.
+    pub key: Option<&'a [u8]>,
+    /// Full name of the Avro schema the value was written with.
+    pub schema: &'a str,
+    /// The decoded value.
+    pub value: &'a Value,
+    /// Processing attempt, 1 for the first.
+    pub attempt: u32,
+}
+
+/// One record a processor wants written, in the same transaction as its input's offset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// Logical topic (the runtime adds the prefix).
+    pub topic: String,
+    /// Record key; also chooses the partition unless `partition` is set.
+    pub key: Option<Vec<u8>>,
+    /// Explicit partition, e.g. to keep an output co-partitioned with its input.
+    pub partition: Option<i32>,
+    /// Full name of the Avro schema to encode `value` with.
+    pub schema: String,
+    /// The value; validated against `schema` when encoded.
+    pub value: Value,
+    /// Extra headers (the runtime adds source and transaction headers itself).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Output {
+    /// An output to `topic` keyed by `key`, encoded with `schema`.
+    pub fn new(
+        topic: impl Into<String>,
+        key: Option<Vec<u8>>,
+        schema: impl Into<String>,
+        value: Value,
+    ) -> Self {
+        Output {
+            topic: topic.into(),
+            key,
+            partition: None,
+            schema: schema.into(),
+            value,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Pins the output to a partition.
+    pub fn with_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+}
+
+/// What a processor may do while handling one record.
+pub struct Context<'a> {
+    state: &'a mut StateView,
+    outputs: Vec<Output>,
+}
+
+impl<'a> Context<'a> {
+    /// A context over `state` (the state of the input's partition).
+    pub fn new(state: &'a mut StateView) -> Self {
+        Context { state, outputs: Vec::new() }
+    }
+
+    /// A context for unit tests.
+    pub fn for_test(state: &'a mut StateView) -> Self {
+        Self::new(state)
+    }
+
+    /// The keyed state of the input's partition. Writes become visible to later records at once
+    /// and reach the changelog in the same transaction as the input's offset.
+    pub fn state(&mut self) -> &mut StateView {
+        self.state
+    }
+
+    /// Emits an output.
+    pub fn emit(&mut self, output: Output) {
+        self.outputs.push(output);
+    }
+
+    /// The outputs emitted so far (for tests and for the runtime).
+    pub fn outputs(&self) -> &[Output] {
+        &self.outputs
+    }
+
+    /// Takes the outputs out of the context.
+    pub fn take_outputs(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.outputs)
+    }
+}
+
+/// A stream processor: a small trait implementation with pure logic.
+pub trait Processor: Send + 'static {
+    /// Stable name: part of the consumer group id, the changelog topic and metric labels.
+    fn name(&self) -> &str;
+
+    /// Logical input topics. When there are several they must be co-partitioned (same
+    /// partition count, same keying): partition `p` of every input shares state partition `p`.
+    fn inputs(&self) -> Vec<String>;
+
+    /// Logical output topics (for topology checks and topic creation).
+    fn outputs(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Handles one record. On `Err`, nothing the call emitted is written and its state writes
+    /// are rolled back; the record goes to the DLQ, the retry topic, or stops the processor
+    /// according to [`ProcessError::disposition`].
+    fn process(&mut self, input: &Input<'_>, ctx: &mut Context<'_>) -> Result<(), ProcessError>;
+}
