@@ -1,1 +1,478 @@
-//! Helpers shared by the broker tests.
+//! Helpers shared by the broker tests (`--features broker`): where the broker is, unique names,
+//! topics, raw produce, an independent reader, and the `evalstream` binary as a subprocess.
+//!
+//! Every test makes its own randomly named topics (or a random `EVALSTREAM_TOPIC_PREFIX`), so
+//! tests never see each other's records and can run in parallel against one broker. The helpers
+//! are blocking and panic with a message that says what failed: they are test scaffolding, and a
+//! panic is how a test reports. Do not call them from inside an async runtime (use
+//! `spawn_blocking`): the admin calls drive their own small runtime.
+//!
+//! The reader here is deliberately independent of the product's reader (`evalstream consume`):
+//! tests that prove exactly-once must not share the code they check.
+#![warn(missing_docs)]
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Default address of the local development broker (`deploy/local/broker.sh start`).
+pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
+
+/// How long helpers wait for the broker before failing the test.
+pub const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The broker under test: `KAFKA_BOOTSTRAP_SERVERS`, else the local development broker.
+pub fn bootstrap_servers() -> String {
+    std::env::var("KAFKA_BOOTSTRAP_SERVERS")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_BOOTSTRAP.to_string())
+}
+
+/// A name that no other test (or earlier run against the same broker) uses:
+/// `<prefix>-<16 hex digits>`. Valid as a topic name, group id and transactional id as long as
+/// `prefix` is (letters, digits, `.`, `_`, `-`).
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", rand::random::<u64>())
+}
+
+/// Client properties every helper starts from: the bootstrap servers.
+pub fn client_config() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap_servers());
+    c
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("starting a tokio runtime for the admin client")
+        .block_on(f)
+}
+
+/// Creates `name` with `partitions` partitions (replication 1) and waits until its metadata shows
+/// every partition, so the next produce or assign does not race the creation.
+pub fn create_topic(name: &str, partitions: i32) {
+    create_topic_with_config(name, partitions, &[]);
+}
+
+/// As [`create_topic`], with topic configs such as `("cleanup.policy", "compact")`.
+/// A topic that already exists is accepted as is.
+pub fn create_topic_with_config(name: &str, partitions: i32, config: &[(&str, &str)]) {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config().create().expect("creating an admin client");
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in config {
+        topic = topic.set(k, v);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(BROKER_TIMEOUT));
+    let results = block_on(admin.create_topics([&topic], &opts))
+        .unwrap_or_else(|e| panic!("creating topic {name}: {e}"));
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => panic!("creating topic {t}: {code}"),
+        }
+    }
+    let deadline = Instant::now() + BROKER_TIMEOUT;
+    while partition_count(name) < partitions as usize {
+        assert!(Instant::now() < deadline, "topic {name} did not appear in metadata in time");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How many partitions `topic` has (0 when it does not exist).
+pub fn partition_count(topic: &str) -> usize {
+    let consumer: BaseConsumer = client_config().create().expect("creating a metadata client");
+    let md = consumer
+        .fetch_metadata(Some(topic), BROKER_TIMEOUT)
+        .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
+    md.topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map_or(0, |t| t.partitions().len())
+}
+
+/// A record to produce as raw bytes (no codec): how tests write hand-made DLQ records, garbage
+/// for the codec, or inputs whose exact bytes matter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawRecord {
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes (`None`: a tombstone).
+    pub value: Option<Vec<u8>>,
+    /// Headers in order; repeated names allowed.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Partition; `None` lets the partitioner choose (by key).
+    pub partition: Option<i32>,
+}
+
+impl RawRecord {
+    /// A record with this value and nothing else.
+    pub fn new(value: impl Into<Vec<u8>>) -> Self {
+        RawRecord { value: Some(value.into()), ..RawRecord::default() }
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Appends a header.
+    pub fn header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((name.to_string(), Some(value.into())));
+        self
+    }
+
+    /// Pins the partition.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+}
+
+/// Produces `records` to `topic` in order with an idempotent, non-transactional producer and waits
+/// for every acknowledgement. Returns the `(partition, offset)` of each record, in input order.
+pub fn produce_raw(topic: &str, records: &[RawRecord]) -> Vec<(i32, i64)> {
+    let producer: FutureProducer = client_config()
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .expect("creating a producer");
+    let futures: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+            if let Some(k) = &r.key {
+                rec = rec.key(&k[..]);
+            }
+            if let Some(v) = &r.value {
+                rec = rec.payload(&v[..]);
+            }
+            if let Some(p) = r.partition {
+                rec = rec.partition(p);
+            }
+            if !r.headers.is_empty() {
+                let mut hs = OwnedHeaders::new_with_capacity(r.headers.len());
+                for (k, v) in &r.headers {
+                    hs = hs.insert(Header { key: k.as_str(), value: v.as_deref() });
+                }
+                rec = rec.headers(hs);
+            }
+            loop {
+                match producer.send_result(rec) {
+                    Ok(f) => break f,
+                    // The local queue is full (large inputs): the producer's own thread drains it.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        rec = back;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err((e, _)) => panic!("enqueueing a record for {topic}: {e}"),
+                }
+            }
+        })
+        .collect();
+    producer.flush(BROKER_TIMEOUT).unwrap_or_else(|e| panic!("flushing to {topic}: {e}"));
+    block_on(async {
+        let mut out = Vec::with_capacity(futures.len());
+        for f in futures {
+            let delivery = f.await.expect("delivery report channel closed");
+            let d = delivery.unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+            out.push((d.partition, d.offset));
+        }
+        out
+    })
+}
+
+/// A record as read back, owned, with the accessors tests need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Timestamp in ms since the epoch, when the record has one.
+    pub timestamp: Option<i64>,
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes.
+    pub value: Option<Vec<u8>>,
+    /// Headers in order; repeated names kept.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Record {
+    /// The value of the first header called `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.as_deref())
+    }
+
+    /// [`Record::header`] as UTF-8 text.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The key as UTF-8 text.
+    pub fn key_str(&self) -> Option<&str> {
+        self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
+    }
+}
+
+/// Transaction isolation of [`read_topic_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Only committed transactional records (what our processors and operators see).
+    ReadCommitted,
+    /// Everything, aborted transactional records included (to count what an abort left behind).
+    ReadUncommitted,
+}
+
+/// Every record of `topic` (all partitions) that is there now, read committed: the independent
+/// check a test makes after driving the system. Empty when the topic has no records.
+pub fn read_topic(topic: &str) -> Vec<Record> {
+    read_topic_with(topic, Isolation::ReadCommitted)
+}
+
+/// As [`read_topic`] with a chosen isolation. Reads each partition from its start up to the high
+/// watermark at call time; records are in partition order, then offset order.
+pub fn read_topic_with(topic: &str, isolation: Isolation) -> Vec<Record> {
+    let consumer: BaseConsumer = client_config()
+        .set("group.id", unique_name("it-reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set(
+            "isolation.level",
+            match isolation {
+                Isolation::ReadCommitted => "read_committed",
+                Isolation::ReadUncommitted => "read_uncommitted",
+            },
+        )
+        .create()
+        .expect("creating a reader");
+    let md = consumer
+        .fetch_metadata(Some(topic), BROKER_TIMEOUT)
+        .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_else(|| panic!("topic {topic} does not exist"));
+    let mut tpl = TopicPartitionList::new();
+    let mut pending = BTreeSet::new();
+    let mut ends = std::collections::BTreeMap::new();
+    for p in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, BROKER_TIMEOUT)
+            .unwrap_or_else(|e| panic!("watermarks of {topic}[{p}]: {e}"));
+        if high > low {
+            tpl.add_partition_offset(topic, p, Offset::Offset(low)).expect("assignment");
+            pending.insert(p);
+            ends.insert(p, high);
+        }
+    }
+    let mut out = Vec::new();
+    if pending.is_empty() {
+        return out;
+    }
+    consumer.assign(&tpl).expect("assigning partitions");
+    let mut last_progress = Instant::now();
+    while !pending.is_empty() {
+        assert!(
+            last_progress.elapsed() < BROKER_TIMEOUT,
+            "reading {topic}: no progress for {BROKER_TIMEOUT:?}; partitions not at end: {pending:?}"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Ok(m)) => {
+                last_progress = Instant::now();
+                let end = ends[&m.partition()];
+                if m.offset() + 1 >= end {
+                    pending.remove(&m.partition());
+                }
+                if m.offset() < end {
+                    out.push(Record {
+                        topic: m.topic().to_string(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        timestamp: m.timestamp().to_millis(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec),
+                        headers: m
+                            .headers()
+                            .map(|h| {
+                                h.iter()
+                                    .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec)))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    });
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                last_progress = Instant::now();
+                pending.remove(&p);
+            }
+            Some(Err(e)) => eprintln!("reading {topic}: {e} (retrying)"),
+        }
+    }
+    out.sort_by_key(|r| (r.partition, r.offset));
+    out
+}
+
+/// Polls `cond` every 100 ms until it holds; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Path of the `evalstream` binary, built (once per test process) if needed.
+///
+/// `EVALSTREAM_BIN` wins when set (CI may build once and point every test at it). Otherwise the
+/// binary is looked for next to this test executable (`<target>/<profile>/deps/<test>` →
+/// `<target>/<profile>/evalstream`), which honours `CARGO_TARGET_DIR` and the profile without
+/// guessing, and `cargo build -p evalstream` runs first for that target dir and profile: cargo
+/// does nothing when it is fresh, and a test never runs against a stale binary. (Cargo only
+/// provides `CARGO_BIN_EXE_*` to tests of the binary's own package.)
+pub fn evalstream_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("EVALSTREAM_BIN").filter(|p| !p.is_empty()) {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("locating the test executable");
+        let profile_dir = exe
+            .parent()
+            .filter(|d| d.ends_with("deps"))
+            .and_then(Path::parent)
+            .expect("test executable is not in <target>/<profile>/deps; set EVALSTREAM_BIN")
+            .to_path_buf();
+        build_evalstream(&profile_dir);
+        let bin = profile_dir.join(format!("evalstream{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} missing after cargo build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+fn build_evalstream(profile_dir: &Path) {
+    let target_dir = profile_dir.parent().expect("profile directory has a parent");
+    let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+    let profile = if profile == "debug" { "dev" } else { profile };
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "evalstream", "--profile", profile])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .output()
+        .expect("running cargo build -p evalstream");
+    assert!(
+        out.status.success(),
+        "cargo build -p evalstream failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A `Command` for the `evalstream` binary pointed at the test broker, with no configuration
+/// file, no topic prefix and no ops server inherited from the caller's environment (tests set
+/// those explicitly, e.g. `.env("EVALSTREAM_TOPIC_PREFIX", ...)`).
+pub fn evalstream() -> Command {
+    let mut cmd = Command::new(evalstream_bin());
+    cmd.env("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers())
+        .env_remove("EVALSTREAM_BOOTSTRAP_SERVERS")
+        .env_remove("EVALSTREAM_CONFIG")
+        .env_remove("EVALSTREAM_TOPIC_PREFIX")
+        .env("EVALSTREAM_OPS_LISTEN", "off");
+    cmd
+}
+
+/// What a finished subprocess printed.
+#[derive(Debug)]
+pub struct CmdOutput {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Standard output, lossily decoded.
+    pub stdout: String,
+    /// Standard error, lossily decoded.
+    pub stderr: String,
+}
+
+impl CmdOutput {
+    /// Panics (showing both streams) unless the command exited 0.
+    pub fn assert_success(&self) -> &Self {
+        assert!(self.status.success(), "command failed: {self}");
+        self
+    }
+
+    /// Panics (showing both streams) unless the command exited non-zero.
+    pub fn assert_failure(&self) -> &Self {
+        assert!(!self.status.success(), "command unexpectedly succeeded: {self}");
+        self
+    }
+
+    /// Standard output parsed as JSON lines (blank lines skipped).
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for CmdOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\n--- stdout\n{}--- stderr\n{}", self.status, self.stdout, self.stderr)
+    }
+}
+
+/// Runs `cmd` to completion, feeding `stdin` (or nothing: stdin is closed), and captures output.
+pub fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> CmdOutput {
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        let input = input.to_vec();
+        // A writer thread, so a child that prints a lot before reading cannot deadlock us.
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("waiting for {cmd:?}: {e}"));
+    CmdOutput {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Writes `contents` to a fresh file in the system temp dir and returns its path (tests that pass
+/// `--file PATH` to the binary).
+pub fn temp_file(name_prefix: &str, contents: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(unique_name(name_prefix));
+    std::fs::write(&path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    path
+}

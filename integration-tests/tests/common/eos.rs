@@ -1,0 +1,319 @@
+//! Shared machinery of the exactly-once tests: input generation, processor instances as OS
+//! processes, and the independent verifier.
+//!
+//! The verifier reads the output and changelog topics with its own consumer and decides, for every
+//! output record, whether its transaction committed. On Apache Kafka a `read_committed` consumer
+//! never sees aborted records, so every visible output counts. Our local broker (Tansu) shows
+//! aborted records too; the verifier then reconstructs `read_committed` from the progress markers
+//! the runtime writes last in every transaction: an output of transaction `T` derived from input
+//! partition `p` is committed iff the changelog has a marker of `T` in partition `p` (see
+//! docs/exactly-once.md). Everything else is counted as "aborted but visible" and reported.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use apache_avro::types::Value;
+use evalstream_integration_tests as it;
+use evalstream_runtime::codec::Codec;
+use evalstream_runtime::headers;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// One input record as produced.
+#[derive(Debug, Clone)]
+pub struct InputRec {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub amount: i64,
+}
+
+/// Encodes a `TotalsInput` value.
+pub fn encode_input(codec: &Codec, topic: &str, key: &str, amount: i64, payload: &str) -> Vec<u8> {
+    let v = Value::Record(vec![
+        ("key".into(), Value::String(key.into())),
+        ("amount".into(), Value::Long(amount)),
+        ("payload".into(), Value::String(payload.into())),
+    ]);
+    codec.encode(topic, "evalstream.runtime.TotalsInput", &v).expect("encode TotalsInput")
+}
+
+/// Deterministic input `i`: 1000 keys, amounts 1..=97.
+pub fn input_for(i: u64) -> (String, i64) {
+    (format!("k{}", i % 1000), (i % 97) as i64 + 1)
+}
+
+/// Produces inputs `range` to `topic` in batches, sleeping `pause` between batches.
+pub fn produce_inputs(
+    codec: &Codec,
+    topic: &str,
+    range: std::ops::Range<u64>,
+    batch: usize,
+    pause: Duration,
+) -> Vec<InputRec> {
+    let mut out = Vec::new();
+    let ids: Vec<u64> = range.collect();
+    for chunk in ids.chunks(batch) {
+        let recs: Vec<it::RawRecord> = chunk
+            .iter()
+            .map(|i| {
+                let (k, a) = input_for(*i);
+                it::RawRecord::new(encode_input(codec, topic, &k, a, "")).key(k)
+            })
+            .collect();
+        let coords = it::produce_raw(topic, &recs);
+        for (i, (p, o)) in chunk.iter().zip(coords) {
+            let (key, amount) = input_for(*i);
+            out.push(InputRec { partition: p, offset: o, key, amount });
+        }
+        std::thread::sleep(pause);
+    }
+    out
+}
+
+/// A processor instance running as a separate OS process.
+pub struct Instance {
+    pub id: String,
+    prefix: String,
+    processor: String,
+    extra_env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl Instance {
+    pub fn new(processor: &str, prefix: &str, id: &str) -> Self {
+        Instance {
+            id: id.into(),
+            prefix: prefix.into(),
+            processor: processor.into(),
+            extra_env: Vec::new(),
+            child: None,
+        }
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.extra_env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "instance {} already running", self.id);
+        let mut cmd: Command = it::evalstream();
+        cmd.args(["run", &self.processor])
+            .env("EVALSTREAM_TOPIC_PREFIX", &self.prefix)
+            .env("EVALSTREAM_INSTANCE_ID", &self.id)
+            .env("EVALSTREAM_SESSION_TIMEOUT_MS", "6000")
+            .env("EVALSTREAM_LOG", std::env::var("EVALSTREAM_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("EVALSTREAM_LOG_FORMAT", "text")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawning evalstream run"));
+    }
+
+    /// SIGKILL: no shutdown hook runs, the open transaction dangles.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        unsafe_free_sigterm(c.id());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the process is still alive (a processor must never exit on bad input).
+    pub fn running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    pub fn is_started(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unsafe_free_sigterm(pid: u32) {
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+}
+
+/// Whether the group's committed offsets have reached the end of every partition of `topic`.
+pub fn group_caught_up(group: &str, topic: &str) -> bool {
+    let c: BaseConsumer = it::client_config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let n = it::partition_count(topic) as i32;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..n {
+        tpl.add_partition(topic, p);
+    }
+    let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(10)) else { return false };
+    (0..n).all(|p| {
+        let (_, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap_or((0, i64::MAX));
+        matches!(committed.find_partition(topic, p).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= high)
+    })
+}
+
+/// What the independent verifier found.
+#[derive(Debug, Default)]
+pub struct Verification {
+    /// Outputs whose transaction committed.
+    pub committed_outputs: usize,
+    /// Outputs of transactions that did not commit but are visible (broker gap); not counted.
+    pub aborted_visible: usize,
+    /// Inputs with no committed output.
+    pub missing: Vec<(i32, i64)>,
+    /// Inputs with more than one committed output.
+    pub duplicated: Vec<((i32, i64), usize)>,
+    /// Keys whose running totals (in input order) or final total are wrong.
+    pub wrong_totals: Vec<String>,
+    /// Committed outputs whose source is not a produced input.
+    pub unknown_sources: usize,
+    /// Committed DLQ records.
+    pub dead_lettered: usize,
+}
+
+impl Verification {
+    pub fn assert_exact(&self) {
+        assert!(self.missing.is_empty(), "{} inputs lost, e.g. {:?}", self.missing.len(), &self.missing[..self.missing.len().min(5)]);
+        assert!(self.duplicated.is_empty(), "{} inputs duplicated, e.g. {:?}", self.duplicated.len(), &self.duplicated[..self.duplicated.len().min(5)]);
+        assert!(self.wrong_totals.is_empty(), "wrong totals for {:?}", &self.wrong_totals[..self.wrong_totals.len().min(5)]);
+        assert_eq!(self.unknown_sources, 0, "outputs from unknown sources");
+    }
+}
+
+/// The set of `(txn, partition)` with a progress marker in `changelog`.
+pub fn committed_txns(codec: &Codec, changelog: &str) -> HashSet<(String, i32)> {
+    let mut set = HashSet::new();
+    for r in it::read_topic(changelog) {
+        let Some(key) = &r.key else { continue };
+        if key.first() != Some(&0u8) {
+            continue;
+        }
+        let value = r.value.as_deref().expect("marker has a value");
+        let d = codec.decode(value).expect("marker decodes");
+        let txn = match &d.value {
+            Value::Record(f) => f.iter().find_map(|(n, v)| match (n.as_str(), v) {
+                ("txn", Value::String(s)) => Some(s.clone()),
+                _ => None,
+            }),
+            _ => None,
+        }
+        .expect("marker has txn");
+        set.insert((txn, r.partition));
+    }
+    set
+}
+
+fn long_field(v: &Value, name: &str) -> i64 {
+    match v {
+        Value::Record(f) => f
+            .iter()
+            .find_map(|(n, v)| match (n.as_str(), v) {
+                (n2, Value::Long(x)) if n2 == name => Some(*x),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no long field {name}")),
+        _ => panic!("not a record"),
+    }
+}
+
+/// Verifies `totals.output` (and the DLQ) against the produced inputs.
+pub fn verify_totals(codec: &Codec, prefix: &str, inputs: &[InputRec]) -> Verification {
+    let committed = committed_txns(codec, &format!("{prefix}evalstream.totals.changelog"));
+    let mut v = Verification::default();
+    let input_topic = format!("{prefix}totals.input");
+    let by_coord: HashMap<(i32, i64), &InputRec> =
+        inputs.iter().map(|r| ((r.partition, r.offset), r)).collect();
+    let mut seen: HashMap<(i32, i64), usize> = HashMap::new();
+    // key -> [(source offset, total)]
+    let mut totals: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    for r in it::read_topic(&format!("{prefix}totals.output")) {
+        let src = r.header_str(headers::SOURCE).expect("output has a source header");
+        let txn = r.header_str(headers::TXN).expect("output has a txn header").to_string();
+        let (topic, p, o) = headers::parse_coordinate(src).expect("source parses");
+        assert_eq!(format!("{prefix}{topic}"), input_topic);
+        if !committed.contains(&(txn, p)) {
+            v.aborted_visible += 1;
+            continue;
+        }
+        v.committed_outputs += 1;
+        if !by_coord.contains_key(&(p, o)) {
+            v.unknown_sources += 1;
+            continue;
+        }
+        *seen.entry((p, o)).or_default() += 1;
+        let d = codec.decode(r.value.as_deref().expect("value")).expect("output decodes");
+        totals.entry(r.key_str().expect("key").to_string()).or_default().push((o, long_field(&d.value, "total")));
+    }
+    for r in it::read_topic(&format!("{prefix}totals.input.dlq")) {
+        if let Some(txn) = r.header_str(headers::TXN) {
+            if committed.contains(&(txn.to_string(), r.partition)) {
+                v.dead_lettered += 1;
+            }
+        }
+    }
+    for rec in inputs {
+        match seen.get(&(rec.partition, rec.offset)).copied().unwrap_or(0) {
+            0 => v.missing.push((rec.partition, rec.offset)),
+            1 => {}
+            n => v.duplicated.push(((rec.partition, rec.offset), n)),
+        }
+    }
+    // Running totals per key must be the prefix sums of its inputs in input order.
+    let mut expected: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    let mut sorted: Vec<&InputRec> = inputs.iter().collect();
+    sorted.sort_by_key(|r| (r.partition, r.offset));
+    let mut sums: HashMap<&str, i64> = HashMap::new();
+    for r in sorted {
+        let s = sums.entry(&r.key).or_default();
+        *s += r.amount;
+        expected.entry(r.key.clone()).or_default().push((r.offset, *s));
+    }
+    for (key, mut got) in totals {
+        got.sort();
+        got.dedup_by_key(|x| x.0);
+        if expected.get(&key) != Some(&got) {
+            v.wrong_totals.push(key);
+        }
+    }
+    v
+}
+
+/// Waits (bounded) until the totals group has consumed everything in its input.
+pub fn wait_caught_up(prefix: &str, timeout: Duration) {
+    let group = format!("{prefix}evalstream.totals");
+    let topic = format!("{prefix}totals.input");
+    it::wait_until("the totals group to reach the end of its input", timeout, || {
+        std::thread::sleep(Duration::from_millis(400));
+        group_caught_up(&group, &topic)
+    });
+}

@@ -1,0 +1,2 @@
+//! Modules shared by several broker tests.
+pub mod eos;

@@ -1,0 +1,550 @@
+//! Plumbing shared by the operator commands that read and write topics (`produce`, `consume`,
+//! `dlq`): a bounded topic reader, the JSON form of record bytes and headers, and small admin
+//! helpers.
+//!
+//! ```text
+//!   TopicReader::open ── metadata + high watermarks (the "end" is fixed at start)
+//!        │
+//!        ▼  assign partitions at explicit offsets (no group, nothing committed)
+//!   next() ─► record ─► ... ─► partition reaches its end (offset or EOF event) ─► None
+//! ```
+//!
+//! Why the end is fixed at start: an operator command must terminate even while producers keep
+//! writing, and "everything that was there when I looked" is the only end that is well defined.
+//! Why both the offset and the EOF event count as the end: transaction markers occupy offsets, so
+//! the last offset below the high watermark is often a marker that a consumer never sees.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use evalstream_runtime::config::RuntimeConfig;
+use evalstream_runtime::kafka;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{Client, ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, ToBytes};
+use rdkafka::producer::{BaseProducer, BaseRecord, ProducerContext};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use thiserror::Error;
+
+/// How long metadata and watermark look-ups may take: long enough for a slow broker, short enough
+/// that an unreachable cluster is reported instead of hanging an operator's terminal.
+pub const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Loads and validates the runtime configuration, with the file named in the error.
+pub fn load_config(config: Option<&Path>) -> anyhow::Result<RuntimeConfig> {
+    RuntimeConfig::load(config).map_err(anyhow::Error::from)
+}
+
+/// Where a [`TopicReader`] starts in each partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The log start offset (the oldest record still retained).
+    Beginning,
+    /// The high watermark at open time: only records written afterwards (with `follow`).
+    End,
+    /// An absolute offset, the same in every selected partition.
+    Offset(i64),
+}
+
+/// What a [`TopicReader`] reads and when it stops.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// Partitions to read; `None` reads all of them.
+    pub partitions: Option<Vec<i32>>,
+    /// Start position in every selected partition.
+    pub start: StartAt,
+    /// Keep reading past the end seen at open time (until the idle timeout).
+    pub follow: bool,
+    /// Longest wait without any record or end-of-partition event. Without `follow` it elapsing is
+    /// an error (the end existed, so the broker is not delivering); with `follow` it ends the read.
+    pub idle_timeout: Duration,
+}
+
+impl ReadOptions {
+    /// Everything that is in the topic now, in every partition: what `dlq` and tests need.
+    pub fn whole_topic(idle_timeout: Duration) -> Self {
+        ReadOptions { partitions: None, start: StartAt::Beginning, follow: false, idle_timeout }
+    }
+}
+
+/// Why reading a topic failed. Each variant says what the operator can do about it.
+#[derive(Debug, Error)]
+pub enum ReadError {
+    /// The topic is not in the cluster metadata.
+    #[error("topic {0} does not exist")]
+    TopicNotFound(String),
+    /// A requested partition is not one of the topic's partitions.
+    #[error("topic {topic} has no partition {partition} (it has {count})")]
+    NoSuchPartition {
+        /// Topic.
+        topic: String,
+        /// The requested partition.
+        partition: i32,
+        /// How many partitions the topic has.
+        count: usize,
+    },
+    /// A requested start offset lies beyond the end of a partition.
+    #[error("offset {offset} is beyond the end of {topic}[{partition}] (high watermark {high})")]
+    OffsetBeyondEnd {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The requested offset.
+        offset: i64,
+        /// The partition's high watermark.
+        high: i64,
+    },
+    /// A Kafka call failed.
+    #[error("kafka {context}: {source}")]
+    Kafka {
+        /// What the reader was doing.
+        context: &'static str,
+        /// The client error.
+        #[source]
+        source: KafkaError,
+    },
+    /// The broker stopped delivering before the end was reached.
+    #[error(
+        "timed out after {waited_ms} ms without records from {topic}; partitions not read to \
+         their end: {pending:?}"
+    )]
+    Timeout {
+        /// Topic.
+        topic: String,
+        /// How long the reader waited.
+        waited_ms: u128,
+        /// Partitions that had not reached their end.
+        pending: Vec<i32>,
+    },
+}
+
+fn kafka_err(context: &'static str) -> impl FnOnce(KafkaError) -> ReadError {
+    move |source| ReadError::Kafka { context, source }
+}
+
+/// A group-less, read-committed reader of one topic that stops at the end it saw when it opened
+/// (unless following). It commits nothing and joins no group, so operator commands and tests can
+/// read any topic without disturbing the processors' progress.
+pub struct TopicReader {
+    consumer: BaseConsumer,
+    topic: String,
+    /// High watermark of each assigned partition at open time.
+    ends: BTreeMap<i32, i64>,
+    /// Assigned partitions that have not reached their end yet.
+    pending: BTreeSet<i32>,
+    follow: bool,
+    idle_timeout: Duration,
+    last_progress: Instant,
+    warned: BTreeSet<String>,
+}
+
+impl TopicReader {
+    /// Looks up the topic, fixes the end of every selected partition and assigns them.
+    pub fn open(cfg: &RuntimeConfig, topic: &str, opts: &ReadOptions) -> Result<Self, ReadError> {
+        let consumer: BaseConsumer =
+            kafka::reader(cfg).create().map_err(kafka_err("creating a reader"))?;
+        let all = partition_ids(consumer.client(), topic)?
+            .ok_or_else(|| ReadError::TopicNotFound(topic.to_string()))?;
+        let selected = match &opts.partitions {
+            None => all.clone(),
+            Some(wanted) => {
+                for &p in wanted {
+                    if !all.contains(&p) {
+                        return Err(ReadError::NoSuchPartition {
+                            topic: topic.to_string(),
+                            partition: p,
+                            count: all.len(),
+                        });
+                    }
+                }
+                wanted.iter().copied().collect::<BTreeSet<_>>().into_iter().collect()
+            }
+        };
+        let mut ends = BTreeMap::new();
+        let mut pending = BTreeSet::new();
+        let mut tpl = TopicPartitionList::new();
+        for p in selected {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, METADATA_TIMEOUT)
+                .map_err(kafka_err("reading watermarks"))?;
+            let start = match opts.start {
+                StartAt::Beginning => low,
+                StartAt::End => high,
+                StartAt::Offset(o) if o > high => {
+                    return Err(ReadError::OffsetBeyondEnd {
+                        topic: topic.to_string(),
+                        partition: p,
+                        offset: o,
+                        high,
+                    })
+                }
+                // Below the log start the reader resets to the earliest retained record.
+                StartAt::Offset(o) => o.max(low),
+            };
+            if opts.follow || start < high {
+                tpl.add_partition_offset(topic, p, Offset::Offset(start))
+                    .map_err(kafka_err("building the assignment"))?;
+                ends.insert(p, high);
+                if start < high {
+                    pending.insert(p);
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            consumer.assign(&tpl).map_err(kafka_err("assigning partitions"))?;
+        }
+        Ok(TopicReader {
+            consumer,
+            topic: topic.to_string(),
+            ends,
+            pending,
+            follow: opts.follow,
+            idle_timeout: opts.idle_timeout,
+            last_progress: Instant::now(),
+            warned: BTreeSet::new(),
+        })
+    }
+
+    /// The next record, or `None` at the end (or, when following, after the idle timeout).
+    pub fn next(&mut self) -> Result<Option<BorrowedMessage<'_>>, ReadError> {
+        let consumer = &self.consumer;
+        loop {
+            if !self.follow && self.pending.is_empty() {
+                return Ok(None);
+            }
+            let waited = self.last_progress.elapsed();
+            if waited >= self.idle_timeout {
+                if self.follow {
+                    return Ok(None);
+                }
+                return Err(ReadError::Timeout {
+                    topic: self.topic.clone(),
+                    waited_ms: waited.as_millis(),
+                    pending: self.pending.iter().copied().collect(),
+                });
+            }
+            let slice = (self.idle_timeout - waited).min(Duration::from_millis(200));
+            match consumer.poll(slice) {
+                None => {}
+                Some(Ok(m)) => {
+                    self.last_progress = Instant::now();
+                    let p = m.partition();
+                    if self.follow {
+                        return Ok(Some(m));
+                    }
+                    let end = self.ends.get(&p).copied().unwrap_or(i64::MAX);
+                    if m.offset() + 1 >= end {
+                        self.pending.remove(&p);
+                    }
+                    if m.offset() < end {
+                        return Ok(Some(m));
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    self.last_progress = Instant::now();
+                    self.pending.remove(&p);
+                }
+                Some(Err(e)) if is_fatal_read_error(&e) => {
+                    return Err(ReadError::Kafka { context: "reading", source: e });
+                }
+                Some(Err(e)) => {
+                    // Transient (a broker connection dropped, a leader moved): librdkafka
+                    // retries by itself; the idle timeout bounds how long we let it.
+                    let text = e.to_string();
+                    if self.warned.insert(text.clone()) {
+                        eprintln!("evalstream: warning: reading {}: {text}", self.topic);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn is_fatal_read_error(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::Authentication
+        )
+    )
+}
+
+/// The sorted partition ids of `topic`, or `None` when the topic does not exist.
+pub fn partition_ids<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+) -> Result<Option<Vec<i32>>, ReadError> {
+    let md = client
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(kafka_err("reading metadata"))?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        return Ok(None);
+    };
+    if let Some(e) = t.error() {
+        let code = RDKafkaErrorCode::from(e);
+        if matches!(
+            code,
+            RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic
+        ) {
+            return Ok(None);
+        }
+        return Err(ReadError::Kafka {
+            context: "reading metadata",
+            source: KafkaError::MetadataFetch(code),
+        });
+    }
+    if t.partitions().is_empty() {
+        return Ok(None);
+    }
+    let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    ids.sort_unstable();
+    Ok(Some(ids))
+}
+
+/// Creates `topic` as a compacted topic with one partition unless it exists. Replication uses the
+/// broker default (KIP-464), so the same call is right on a one-node dev broker and a cluster.
+pub fn ensure_compacted_topic(cfg: &RuntimeConfig, topic: &str) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = kafka::base(cfg).create()?;
+    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
+    let opts = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let results = rt.block_on(admin.create_topics([&new], &opts))?;
+    for r in results {
+        match r {
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Enqueues `record`, waiting (and serving delivery reports) while librdkafka's local queue is
+/// full, which is back-pressure rather than failure. Any other error is returned.
+pub fn send_blocking<'a, C, K, P>(
+    producer: &BaseProducer<C>,
+    mut record: BaseRecord<'a, K, P, C::DeliveryOpaque>,
+) -> Result<(), KafkaError>
+where
+    C: ProducerContext,
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => {
+                producer.poll(Duration::ZERO);
+                return Ok(());
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(50));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Record headers as plain data, in order, repeated names kept (Kafka allows them); `None` is a
+/// header without a value.
+pub type HeaderList = Vec<(String, Option<Vec<u8>>)>;
+
+/// Builds librdkafka headers from `(name, value)` pairs; `None` when there are none, so a record
+/// without headers is sent without a header block.
+pub fn owned_headers(headers: &[(String, Option<Vec<u8>>)]) -> Option<OwnedHeaders> {
+    if headers.is_empty() {
+        return None;
+    }
+    let mut out = OwnedHeaders::new_with_capacity(headers.len());
+    for (name, value) in headers {
+        out = out.insert(Header { key: name.as_str(), value: value.as_deref() });
+    }
+    Some(out)
+}
+
+/// Copies a record's headers out of librdkafka, in order, repeated names kept.
+pub fn header_pairs<H: Headers>(headers: Option<&H>) -> HeaderList {
+    headers
+        .map(|h| h.iter().map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec))).collect())
+        .unwrap_or_default()
+}
+
+/// Standard base64 (RFC 4648 §4, padded): how undecodable bytes appear in JSON output.
+pub fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Why a base64 text was refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum Base64Error {
+    /// A character outside the standard alphabet.
+    #[error("invalid base64 character {0:?}")]
+    BadChar(char),
+    /// The length (without padding) cannot come from whole bytes.
+    #[error("invalid base64 length")]
+    BadLength,
+}
+
+/// Decodes standard base64, padded or not: the inverse of [`base64_encode`].
+pub fn base64_decode(text: &str) -> Result<Vec<u8>, Base64Error> {
+    let trimmed = text.trim_end_matches('=');
+    if text.len() - trimmed.len() > 2 || trimmed.len() % 4 == 1 {
+        return Err(Base64Error::BadLength);
+    }
+    let mut out = Vec::with_capacity(trimmed.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in trimmed.chars() {
+        let v = match c {
+            'A'..='Z' => c as u32 - 'A' as u32,
+            'a'..='z' => c as u32 - 'a' as u32 + 26,
+            '0'..='9' => c as u32 - '0' as u32 + 52,
+            '+' => 62,
+            '/' => 63,
+            _ => return Err(Base64Error::BadChar(c)),
+        };
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Ok(out)
+}
+
+/// JSON form of bytes that are usually text (keys, header values): the text itself when it is
+/// UTF-8, otherwise `{"base64": "..."}`, so nothing is lost and text stays readable.
+pub fn bytes_json(bytes: Option<&[u8]>) -> Value {
+    match bytes {
+        None => Value::Null,
+        Some(b) => match std::str::from_utf8(b) {
+            Ok(s) => Value::String(s.to_string()),
+            Err(_) => json!({ "base64": base64_encode(b) }),
+        },
+    }
+}
+
+/// Headers as a JSON object: name → [`bytes_json`] value; a name that occurs several times maps
+/// to an array of its values in order (Kafka allows repeated names, and requeue relies on them).
+pub fn headers_json<H: Headers>(headers: Option<&H>) -> Value {
+    let mut map: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    if let Some(h) = headers {
+        for header in h.iter() {
+            map.entry(header.key.to_string()).or_default().push(bytes_json(header.value));
+        }
+    }
+    Value::Object(
+        map.into_iter()
+            .map(|(k, mut v)| (k, if v.len() == 1 { v.remove(0) } else { Value::Array(v) }))
+            .collect(),
+    )
+}
+
+/// Formats milliseconds since the Unix epoch as RFC 3339 UTC (`2024-05-01T10:00:00.123Z`) for
+/// the human views; the JSON views keep the number.
+pub fn format_millis(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let rem = ms.rem_euclid(86_400_000);
+    // Civil date from days since 1970-01-01, in 400-year eras of 146097 days starting on March 1
+    // so that the leap day is the last day of a year.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000
+    )
+}
+
+/// Writes one line to stdout. `Ok(false)` means the reader went away (`| head`): the command
+/// should stop quietly, as Unix tools do, instead of failing.
+pub fn emit(out: &mut impl Write, line: &str) -> std::io::Result<bool> {
+    match writeln!(out, "{line}") {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_known_answers_round_trip() {
+        // RFC 4648 §10 test vectors.
+        for (plain, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(plain.as_bytes()), enc);
+            assert_eq!(base64_decode(enc).unwrap(), plain.as_bytes());
+            assert_eq!(base64_decode(enc.trim_end_matches('=')).unwrap(), plain.as_bytes());
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(base64_decode(&base64_encode(&all)).unwrap(), all);
+        assert_eq!(base64_decode("Zm9!"), Err(Base64Error::BadChar('!')));
+        assert_eq!(base64_decode("Zg=a"), Err(Base64Error::BadChar('=')));
+        assert_eq!(base64_decode("Z"), Err(Base64Error::BadLength));
+        assert_eq!(base64_decode("Zg==="), Err(Base64Error::BadLength));
+    }
+
+    #[test]
+    fn bytes_are_text_when_they_can_be() {
+        assert_eq!(bytes_json(Some(b"abc")), json!("abc"));
+        assert_eq!(bytes_json(Some(&[0xff, 0x00])), json!({"base64": "/wA="}));
+        assert_eq!(bytes_json(None), Value::Null);
+    }
+
+    #[test]
+    fn millis_format_as_rfc3339() {
+        assert_eq!(format_millis(0), "1970-01-01T00:00:00.000Z");
+        // date -u -d @951825600.5 +%FT%T.%3NZ  →  2000-02-29T12:00:00.500Z
+        assert_eq!(format_millis(951_825_600_500), "2000-02-29T12:00:00.500Z");
+        assert_eq!(format_millis(1_714_557_600_123), "2024-05-01T10:00:00.123Z");
+        assert_eq!(format_millis(-1), "1969-12-31T23:59:59.999Z");
+    }
+}

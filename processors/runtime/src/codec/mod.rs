@@ -1,0 +1,343 @@
+//! Wire codec: the one place where event values become record bytes and back.
+//!
+//! ```text
+//!  encode(topic, schema name, value)                       decode(bytes)
+//!        │ conform to the CURRENT schema (strict,                │ first byte
+//!        │ errors name the field path)                           ├─ 0xC3 0x01 ─► fingerprint ─► store (any version)
+//!        ├─ no registry ─► 0xC3 0x01 │ fp (8 B LE) │ avro   ├─ 0x00 ─► schema id ─► registry (cached)
+//!        └─ registry ────► 0x00 │ id (4 B BE) │ avro        └─ other ─► DecodeError::UnknownMagic
+//!                          subject "<topic>-value"              │ writer schema → resolve → current reader schema
+//! ```
+//!
+//! Why two formats: production clusters run a Confluent-compatible registry, so we speak the
+//! Confluent wire format there (`SCHEMA_REGISTRY_URL` set) and interoperate with every Kafka
+//! tool. Development, CI and air-gapped deployments have no registry; there the Avro
+//! specification's single-object encoding makes each record self-describing by fingerprint, and
+//! the schemas bundled from the repository's `schemas/` directory act as the registry. The
+//! decoder accepts both at all times, so a topic can migrate from one to the other.
+//!
+//! Decoding never panics and never trusts a length prefix beyond [`MAX_ALLOCATION_BYTES`]:
+//! every failure is a typed [`DecodeError`] that the runtime dead-letters.
+
+mod error;
+mod fingerprint;
+mod registry;
+mod store;
+mod value;
+
+use std::sync::Arc;
+
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
+use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::Schema;
+
+pub use error::{CodecError, DecodeError};
+pub use fingerprint::{crc64_avro, schema_fingerprint, CRC64_AVRO_EMPTY};
+pub use store::{SchemaStore, StoredSchema, HISTORY_DIR};
+pub use value::{avro_to_json, example_value, json_to_avro};
+
+use registry::Registry;
+
+/// First two bytes of Avro single-object encoding (marker 0xC3, format version 0x01).
+pub const SINGLE_OBJECT_MARKER: [u8; 2] = [0xC3, 0x01];
+/// Single-object header length: marker plus the 8-byte little-endian fingerprint.
+pub const SINGLE_OBJECT_HEADER_LEN: usize = 10;
+/// Magic byte of the Confluent wire format.
+pub const CONFLUENT_MAGIC: u8 = 0x00;
+/// Confluent header length: magic byte plus the 4-byte big-endian schema id.
+pub const CONFLUENT_HEADER_LEN: usize = 5;
+/// Upper bound on any single allocation the Avro decoder makes for a length prefix (strings,
+/// bytes, array and map blocks), installed process-wide by [`Codec::new`]. Garbage bytes can
+/// claim a length of gigabytes; this caps the damage per record. 16 MiB is far above any record
+/// our topics accept (Kafka's default `max.message.bytes` is 1 MiB).
+pub const MAX_ALLOCATION_BYTES: usize = 16 * 1024 * 1024;
+
+/// Environment variable naming the schema registry (unset or empty: single-object encoding).
+pub const REGISTRY_URL_ENV: &str = "SCHEMA_REGISTRY_URL";
+/// Environment variable with registry basic-auth credentials as `user:password` (the name
+/// Confluent's tools use), e.g. a Confluent Cloud API key and secret.
+pub const REGISTRY_AUTH_ENV: &str = "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO";
+
+/// How a decoded record was framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFormat {
+    /// Avro single-object encoding; `fingerprint` is the writer schema's CRC-64-AVRO.
+    SingleObject {
+        /// Writer schema fingerprint from the header.
+        fingerprint: u64,
+    },
+    /// Confluent wire format; `schema_id` is the registry id of the writer schema.
+    Confluent {
+        /// Registry schema id from the header.
+        schema_id: u32,
+    },
+}
+
+/// A decoded record value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// Full name of the schema (e.g. `evalstream.eval.EvalSubmission`); processors dispatch on it.
+    pub schema_name: String,
+    /// The value in the shape of the CURRENT schema of that name (resolved from the writer
+    /// schema when the record was written with an older version). When the registry's writer
+    /// schema has a name this binary does not know, the value keeps the writer's shape.
+    pub value: Value,
+    /// How the record was framed, for diagnostics and DLQ headers.
+    pub format: WireFormat,
+}
+
+/// Encoder/decoder shared by every part of a process. Cheap to clone (one `Arc`), `Send + Sync`,
+/// and synchronous: registry calls block the calling thread (only on cache misses).
+#[derive(Clone)]
+pub struct Codec {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: SchemaStore,
+    registry: Option<Registry>,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Codec")
+            .field("schemas", &self.inner.store.names().count())
+            .field("registry", &self.registry_url())
+            .finish()
+    }
+}
+
+impl Codec {
+    /// A codec over `store`; with `registry_url` it writes the Confluent wire format through that
+    /// registry, without it Avro single-object encoding. Also installs the process-wide Avro
+    /// allocation limit ([`MAX_ALLOCATION_BYTES`]).
+    pub fn new(store: SchemaStore, registry_url: Option<String>) -> Result<Codec, CodecError> {
+        Codec::build(store, registry_url, None)
+    }
+
+    /// The bundled schemas, the registry from `SCHEMA_REGISTRY_URL` (empty means none) and
+    /// optional basic auth from `SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO` (`user:password`).
+    pub fn from_env() -> Result<Codec, CodecError> {
+        let url = std::env::var(REGISTRY_URL_ENV).ok().filter(|u| !u.trim().is_empty());
+        let auth = std::env::var(REGISTRY_AUTH_ENV).ok().filter(|a| !a.is_empty()).map(|a| {
+            match a.split_once(':') {
+                Some((user, password)) => (user.to_string(), Some(password.to_string())),
+                None => (a, None),
+            }
+        });
+        Codec::build(SchemaStore::bundled()?, url, auth)
+    }
+
+    fn build(
+        store: SchemaStore,
+        registry_url: Option<String>,
+        auth: Option<(String, Option<String>)>,
+    ) -> Result<Codec, CodecError> {
+        let limit = apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
+        if limit != MAX_ALLOCATION_BYTES {
+            tracing::warn!(limit, "apache-avro allocation limit was set before the codec's");
+        }
+        let registry = registry_url.map(|url| Registry::new(url, auth)).transpose()?;
+        Ok(Codec { inner: Arc::new(Inner { store, registry }) })
+    }
+
+    /// The schema store (names, versions, fingerprints).
+    pub fn store(&self) -> &SchemaStore {
+        &self.inner.store
+    }
+
+    /// The registry URL when the codec writes the Confluent wire format, for `/ready` and logs.
+    pub fn registry_url(&self) -> Option<&str> {
+        self.inner.registry.as_ref().map(Registry::url)
+    }
+
+    /// Readiness check of the schema registry (`GET /subjects`); `Ok` when no registry is
+    /// configured, since nothing then depends on one.
+    pub fn check_registry(&self) -> Result<(), CodecError> {
+        match &self.inner.registry {
+            Some(r) => r.check(),
+            None => Ok(()),
+        }
+    }
+
+    /// Encodes `value` with the current version of `schema_name` for `topic` (the topic names the
+    /// registry subject `<topic>-value`; it is unused without a registry). The value is checked
+    /// strictly first: an unknown field, an unknown enum symbol or a wrong type is a
+    /// [`CodecError::Value`] naming the field path, never bytes that readers choke on.
+    pub fn encode(
+        &self,
+        topic: &str,
+        schema_name: &str,
+        value: &Value,
+    ) -> Result<Vec<u8>, CodecError> {
+        let stored = self.stored(schema_name)?;
+        let conformed = value::conform(stored.schema(), &stored.names, value)
+            .map_err(|m| m.into_error(stored.full_name()))?;
+        self.frame(topic, stored, &conformed)
+    }
+
+    /// Like [`Codec::encode`] for the friendly JSON form (see [`json_to_avro`]), which is what
+    /// `evalstream produce` reads from events files.
+    pub fn encode_json(
+        &self,
+        topic: &str,
+        schema_name: &str,
+        json: &serde_json::Value,
+    ) -> Result<Vec<u8>, CodecError> {
+        let stored = self.stored(schema_name)?;
+        let value = value::json_to_avro_with(stored.schema(), &stored.names, json)
+            .map_err(|m| m.into_error(stored.full_name()))?;
+        self.frame(topic, stored, &value)
+    }
+
+    fn stored(&self, schema_name: &str) -> Result<&StoredSchema, CodecError> {
+        self.inner
+            .store
+            .current_arc(schema_name)
+            .map(|s| &**s)
+            .ok_or_else(|| CodecError::UnknownSchema(schema_name.to_string()))
+    }
+
+    fn frame(&self, topic: &str, stored: &StoredSchema, value: &Value) -> Result<Vec<u8>, CodecError> {
+        match &self.inner.registry {
+            None => write_framed(stored, value, &single_object_header(stored.fingerprint())),
+            Some(registry) => {
+                let id = registry.id_for(&format!("{topic}-value"), stored)?;
+                let mut header = [0u8; CONFLUENT_HEADER_LEN];
+                header[0] = CONFLUENT_MAGIC;
+                header[1..].copy_from_slice(&id.to_be_bytes());
+                write_framed(stored, value, &header)
+            }
+        }
+    }
+
+    /// Decodes record bytes in either wire format into the current schema of their name.
+    /// Never panics: empty, truncated, foreign, unknown or corrupt input is a [`DecodeError`].
+    pub fn decode(&self, bytes: &[u8]) -> Result<Decoded, DecodeError> {
+        match bytes.first() {
+            None => Err(DecodeError::Empty),
+            Some(&b) if b == SINGLE_OBJECT_MARKER[0] => self.decode_single_object(bytes),
+            Some(&CONFLUENT_MAGIC) => self.decode_confluent(bytes),
+            Some(&byte) => Err(DecodeError::UnknownMagic { byte }),
+        }
+    }
+
+    fn decode_single_object(&self, bytes: &[u8]) -> Result<Decoded, DecodeError> {
+        let truncated = || DecodeError::TruncatedHeader {
+            format: "single-object",
+            needed: SINGLE_OBJECT_HEADER_LEN,
+            got: bytes.len(),
+        };
+        match bytes.get(1) {
+            None => return Err(truncated()),
+            Some(&v) if v != SINGLE_OBJECT_MARKER[1] => {
+                return Err(DecodeError::UnsupportedSingleObjectVersion { byte: v })
+            }
+            Some(_) => {}
+        }
+        let (header, body) = match bytes.split_at_checked(SINGLE_OBJECT_HEADER_LEN) {
+            Some(parts) => parts,
+            None => return Err(truncated()),
+        };
+        let mut fp = [0u8; 8];
+        fp.copy_from_slice(&header[2..]);
+        let fingerprint = u64::from_le_bytes(fp);
+        let store = &self.inner.store;
+        let writer =
+            store.by_fingerprint(fingerprint).ok_or(DecodeError::UnknownFingerprint { fingerprint })?;
+        let value = read_datum(writer.schema(), writer.full_name(), body)?;
+        let value = match store.current(writer.full_name()) {
+            Some(reader) if reader.fingerprint() != writer.fingerprint() => {
+                resolve(value, reader.schema(), writer.full_name())?
+            }
+            _ => value,
+        };
+        Ok(Decoded {
+            schema_name: writer.full_name().to_string(),
+            value,
+            format: WireFormat::SingleObject { fingerprint },
+        })
+    }
+
+    fn decode_confluent(&self, bytes: &[u8]) -> Result<Decoded, DecodeError> {
+        let (header, body) = bytes.split_at_checked(CONFLUENT_HEADER_LEN).ok_or(
+            DecodeError::TruncatedHeader {
+                format: "confluent",
+                needed: CONFLUENT_HEADER_LEN,
+                got: bytes.len(),
+            },
+        )?;
+        let mut id = [0u8; 4];
+        id.copy_from_slice(&header[1..]);
+        let schema_id = u32::from_be_bytes(id);
+        let registry = self.inner.registry.as_ref().ok_or(DecodeError::NoRegistry { schema_id })?;
+        let writer = registry.schema(schema_id)?;
+        let value = read_datum(&writer.schema, &writer.name, body)?;
+        let value = match self.inner.store.current(&writer.name) {
+            Some(reader) if reader.fingerprint() != writer.fingerprint => {
+                resolve(value, reader.schema(), &writer.name)?
+            }
+            _ => value,
+        };
+        Ok(Decoded {
+            schema_name: writer.name.clone(),
+            value,
+            format: WireFormat::Confluent { schema_id },
+        })
+    }
+}
+
+/// Encodes `value` in single-object format with one specific stored version (current or
+/// history), bypassing the registry. Exists so compatibility tests and replay tools can produce
+/// data exactly as an older producer would have.
+pub fn encode_single_object(stored: &StoredSchema, value: &Value) -> Result<Vec<u8>, CodecError> {
+    let conformed = value::conform(stored.schema(), &stored.names, value)
+        .map_err(|m| m.into_error(stored.full_name()))?;
+    write_framed(stored, &conformed, &single_object_header(stored.fingerprint()))
+}
+
+fn single_object_header(fingerprint: u64) -> [u8; SINGLE_OBJECT_HEADER_LEN] {
+    let mut header = [0u8; SINGLE_OBJECT_HEADER_LEN];
+    header[..2].copy_from_slice(&SINGLE_OBJECT_MARKER);
+    header[2..].copy_from_slice(&fingerprint.to_le_bytes());
+    header
+}
+
+fn write_framed(stored: &StoredSchema, value: &Value, header: &[u8]) -> Result<Vec<u8>, CodecError> {
+    let avro = |e: apache_avro::Error| CodecError::Avro {
+        schema: stored.full_name().to_string(),
+        message: e.to_string(),
+    };
+    let writer = GenericDatumWriter::builder(stored.schema()).build().map_err(avro)?;
+    let mut out = Vec::with_capacity(header.len() + 64);
+    out.extend_from_slice(header);
+    writer.write_value_ref(&mut out, value).map_err(avro)?;
+    Ok(out)
+}
+
+/// Decodes one datum that must span `body` exactly.
+fn read_datum(schema: &Schema, name: &str, body: &[u8]) -> Result<Value, DecodeError> {
+    let invalid = |e: apache_avro::Error| DecodeError::InvalidBody {
+        schema: name.to_string(),
+        message: e.to_string(),
+    };
+    let reader = GenericDatumReader::builder(schema).build().map_err(invalid)?;
+    let mut rest = body;
+    let value = reader.read_value(&mut rest).map_err(invalid)?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes { schema: name.to_string(), count: rest.len() });
+    }
+    Ok(value)
+}
+
+/// Avro schema resolution of writer-shaped data into the reader schema (fields added with
+/// defaults, removed fields dropped, unknown enum symbols mapped to the enum default).
+fn resolve(value: Value, reader: &Schema, name: &str) -> Result<Value, DecodeError> {
+    value
+        .resolve(reader)
+        .map_err(|e| DecodeError::Resolution { schema: name.to_string(), message: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,2 +1,0 @@
-//! Topology as data (STUB — being implemented).
-#![allow(missing_docs)]
