@@ -13,7 +13,10 @@ use evalstream_integration_tests as it;
 use evalstream_runtime::codec::Codec;
 use rand::Rng;
 
-const RECORDS: u64 = match option_env!("EOS_RECORDS") { Some(_) => 10_000, None => 100_000 };
+const RECORDS: u64 = match option_env!("EOS_RECORDS") {
+    Some(_) => 10_000,
+    None => 100_000,
+};
 
 #[test]
 fn totals_stay_exact_when_instances_are_killed() {
@@ -22,7 +25,8 @@ fn totals_stay_exact_when_instances_are_killed() {
     it::create_topic(&format!("{prefix}totals.output"), 4);
     let codec = Codec::from_env().expect("codec");
 
-    let mut instances = [Instance::new("totals", &prefix, "i0"), Instance::new("totals", &prefix, "i1")];
+    let mut instances =
+        [Instance::new("totals", &prefix, "i0"), Instance::new("totals", &prefix, "i1")];
     for i in instances.iter_mut() {
         i.start();
     }
@@ -64,4 +68,49 @@ fn totals_stay_exact_when_instances_are_killed() {
     assert_eq!(v.committed_outputs as u64, RECORDS);
     assert_eq!(v.dead_lettered, 0);
     assert!(kills >= 3);
+}
+
+/// Crashes exactly where it hurts: after the outputs but before the progress markers, after the
+/// markers but before `commit_transaction`, and right after a commit. Each crash is an abort of
+/// the process (like SIGKILL: no shutdown hook runs); the restarted instance must continue
+/// exactly where the committed log says.
+#[test]
+fn fail_points_between_produce_and_commit_lose_and_duplicate_nothing() {
+    let prefix = format!("{}.", it::unique_name("failpt"));
+    it::create_topic(&format!("{prefix}totals.input"), 2);
+    it::create_topic(&format!("{prefix}totals.output"), 2);
+    let codec = Codec::from_env().expect("codec");
+    let inputs = eos::produce_inputs(
+        &codec,
+        &format!("{prefix}totals.input"),
+        0..6_000,
+        1000,
+        Duration::from_millis(0),
+    );
+
+    for (round, point) in
+        ["after_outputs", "after_markers", "after_commit", "after_markers"].iter().enumerate()
+    {
+        let mut inst = Instance::new("totals", &prefix, "fp")
+            .env("EVALSTREAM_FAIL_AT", &format!("{point}:2"))
+            .env("EVALSTREAM_COMMIT_MAX_RECORDS", "300");
+        inst.start();
+        it::wait_until(
+            &format!("round {round}: crash at {point}"),
+            Duration::from_secs(120),
+            || !inst.running(),
+        );
+    }
+    let mut inst = Instance::new("totals", &prefix, "fp");
+    inst.start();
+    eos::wait_caught_up(&prefix, Duration::from_secs(120));
+    inst.stop();
+
+    let v = eos::verify_totals(&codec, &prefix, &inputs);
+    eprintln!(
+        "fail points: committed_outputs={} aborted_visible={}",
+        v.committed_outputs, v.aborted_visible
+    );
+    v.assert_exact();
+    assert_eq!(v.committed_outputs, inputs.len());
 }

@@ -63,6 +63,28 @@ fn apply_creates_everything_then_finds_everything_ok() {
 }
 
 #[test]
+fn concurrent_applies_create_each_topic_once() {
+    let prefix = fresh_prefix();
+    let topology = bundled();
+    let cfg = admin_config();
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| topology.apply(&cfg, &prefix, false).expect("apply a"));
+        let b = s.spawn(|| topology.apply(&cfg, &prefix, false).expect("apply b"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    for (x, y) in a.topics.iter().zip(&b.topics) {
+        let statuses = [x.status, y.status];
+        assert!(
+            statuses.contains(&TopicStatus::Created) && statuses.contains(&TopicStatus::Ok),
+            "{}: {statuses:?}\n{}\n{}",
+            x.spec.name,
+            a.render_text(),
+            b.render_text()
+        );
+    }
+}
+
+#[test]
 fn dry_run_creates_nothing() {
     let prefix = fresh_prefix();
     let topology = bundled();

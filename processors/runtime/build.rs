@@ -27,7 +27,8 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
 }
 
 fn main() -> io::Result<()> {
-    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let schemas = manifest.join("..").join("..").join("schemas");
     // A directory path makes cargo rescan the whole tree for changes (new, edited or removed files).
     println!("cargo:rerun-if-changed={}", schemas.display());

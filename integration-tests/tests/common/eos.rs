@@ -105,7 +105,10 @@ impl Instance {
             .env("EVALSTREAM_TOPIC_PREFIX", &self.prefix)
             .env("EVALSTREAM_INSTANCE_ID", &self.id)
             .env("EVALSTREAM_SESSION_TIMEOUT_MS", "6000")
-            .env("EVALSTREAM_LOG", std::env::var("EVALSTREAM_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "EVALSTREAM_LOG",
+                std::env::var("EVALSTREAM_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .env("EVALSTREAM_LOG_FORMAT", "text")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -203,9 +206,23 @@ pub struct Verification {
 
 impl Verification {
     pub fn assert_exact(&self) {
-        assert!(self.missing.is_empty(), "{} inputs lost, e.g. {:?}", self.missing.len(), &self.missing[..self.missing.len().min(5)]);
-        assert!(self.duplicated.is_empty(), "{} inputs duplicated, e.g. {:?}", self.duplicated.len(), &self.duplicated[..self.duplicated.len().min(5)]);
-        assert!(self.wrong_totals.is_empty(), "wrong totals for {:?}", &self.wrong_totals[..self.wrong_totals.len().min(5)]);
+        assert!(
+            self.missing.is_empty(),
+            "{} inputs lost, e.g. {:?}",
+            self.missing.len(),
+            &self.missing[..self.missing.len().min(5)]
+        );
+        assert!(
+            self.duplicated.is_empty(),
+            "{} inputs duplicated, e.g. {:?}",
+            self.duplicated.len(),
+            &self.duplicated[..self.duplicated.len().min(5)]
+        );
+        assert!(
+            self.wrong_totals.is_empty(),
+            "wrong totals for {:?}",
+            &self.wrong_totals[..self.wrong_totals.len().min(5)]
+        );
         assert_eq!(self.unknown_sources, 0, "outputs from unknown sources");
     }
 }
@@ -272,7 +289,10 @@ pub fn verify_totals(codec: &Codec, prefix: &str, inputs: &[InputRec]) -> Verifi
         }
         *seen.entry((p, o)).or_default() += 1;
         let d = codec.decode(r.value.as_deref().expect("value")).expect("output decodes");
-        totals.entry(r.key_str().expect("key").to_string()).or_default().push((o, long_field(&d.value, "total")));
+        totals
+            .entry(r.key_str().expect("key").to_string())
+            .or_default()
+            .push((o, long_field(&d.value, "total")));
     }
     for r in it::read_topic(&format!("{prefix}totals.input.dlq")) {
         if let Some(txn) = r.header_str(headers::TXN) {

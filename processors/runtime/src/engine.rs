@@ -211,6 +211,8 @@ struct Core<P: Processor> {
     fatal: Option<RuntimeError>,
     fail_point: Option<FailPoint>,
     fail_hits: u64,
+    /// Current backoff after dependency failures; reset by a successful commit.
+    backoff: Duration,
 }
 
 /// Producer context: logs delivery failures (the transaction commit then fails and is aborted).
@@ -354,6 +356,7 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
         fatal: None,
         fail_point: opts.fail_point,
         fail_hits: 0,
+        backoff: Duration::ZERO,
     }));
 
     let mut ccfg = kafka::eos_consumer(&cfg, &names.group);
@@ -446,9 +449,10 @@ fn new_producer(
     cfg: &RuntimeConfig,
     transactional_id: &str,
 ) -> Result<ThreadedProducer<DeliveryContext>, RuntimeError> {
-    let producer: ThreadedProducer<DeliveryContext> = kafka::transactional_producer(cfg, transactional_id)
-        .create_with_context(DeliveryContext)
-        .map_err(|e| RuntimeError::kafka("create producer", e))?;
+    let producer: ThreadedProducer<DeliveryContext> =
+        kafka::transactional_producer(cfg, transactional_id)
+            .create_with_context(DeliveryContext)
+            .map_err(|e| RuntimeError::kafka("create producer", e))?;
     // init_transactions fences any previous producer with the same transactional.id and aborts
     // its open transaction (KIP-98 zombie fencing).
     retry_txn_call("init_transactions", || producer.init_transactions(TXN_TIMEOUT))?;
@@ -515,9 +519,8 @@ pub fn ensure_internal_topics(cfg: &RuntimeConfig, names: &TopicNames) -> Result
         wanted.push((names.dlq(input), "delete"));
         wanted.push((names.retry(input), "delete"));
     }
-    let admin: AdminClient<DefaultClientContext> = kafka::base(cfg)
-        .create()
-        .map_err(|e| RuntimeError::kafka("create admin client", e))?;
+    let admin: AdminClient<DefaultClientContext> =
+        kafka::base(cfg).create().map_err(|e| RuntimeError::kafka("create admin client", e))?;
     let new_topics: Vec<NewTopic<'_>> = wanted
         .iter()
         .map(|(name, cleanup)| {
@@ -537,8 +540,11 @@ pub fn ensure_internal_topics(cfg: &RuntimeConfig, names: &TopicNames) -> Result
             Ok(t) => info!(topic = %t, partitions, "created internal topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((t, code)) => {
-                return Err(RuntimeError::kafka("create internal topic", KafkaError::AdminOp(code)))
-                    .inspect_err(|_| error!(topic = %t, "could not create internal topic"));
+                return Err(RuntimeError::kafka(
+                    "create internal topic",
+                    KafkaError::AdminOp(code),
+                ))
+                .inspect_err(|_| error!(topic = %t, "could not create internal topic"));
             }
         }
     }
@@ -578,7 +584,8 @@ impl<P: Processor> Core<P> {
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition_offset(&physical, partition, Offset::Offset(offset))
                     .map_err(|e| RuntimeError::kafka("pause", e))?;
-                consumer.seek(&physical, partition, Offset::Offset(offset), Duration::from_secs(5))
+                consumer
+                    .seek(&physical, partition, Offset::Offset(offset), Duration::from_secs(5))
                     .map_err(|e| RuntimeError::kafka("seek retry", e))?;
                 consumer.pause(&tpl).map_err(|e| RuntimeError::kafka("pause", e))?;
                 self.paused.insert(tp, Instant::now() + wait);
@@ -598,16 +605,34 @@ impl<P: Processor> Core<P> {
             Some(r) => headers::coordinate(&r.topic, r.partition, r.offset),
             None => headers::coordinate(&logical_consumed, partition, offset),
         };
-        let failure = self.process_one(msg, &original_topic, partition, offset, attempt, &source)?;
+        let failure =
+            self.process_one(msg, &original_topic, partition, offset, attempt, &source)?;
         if let Some((class, message, disposition)) = failure {
             let (src_partition, src_offset) =
                 retry.as_ref().map(|r| (r.partition, r.offset)).unwrap_or((partition, offset));
             let max = self.cfg.retry.max_attempts;
             if disposition == Disposition::Retry && attempt < max {
-                self.send_retry(msg, &original_topic, src_partition, src_offset, attempt + 1, &source)?;
+                self.send_retry(
+                    msg,
+                    &original_topic,
+                    src_partition,
+                    src_offset,
+                    attempt + 1,
+                    &source,
+                )?;
             } else {
-                let class = if disposition == Disposition::Retry { "retries_exhausted" } else { class };
-                self.send_dlq(msg, &original_topic, src_partition, src_offset, class, &message, attempt, &source)?;
+                let class =
+                    if disposition == Disposition::Retry { "retries_exhausted" } else { class };
+                self.send_dlq(
+                    msg,
+                    &original_topic,
+                    src_partition,
+                    src_offset,
+                    class,
+                    &message,
+                    attempt,
+                    &source,
+                )?;
             }
         }
 
@@ -633,7 +658,11 @@ impl<P: Processor> Core<P> {
     ) -> Result<Option<(&'static str, String, Disposition)>, RuntimeError> {
         let payload = match msg.payload() {
             None => {
-                return Ok(Some(("deserialization", "record has no value".into(), Disposition::DeadLetter)))
+                return Ok(Some((
+                    "deserialization",
+                    "record has no value".into(),
+                    Disposition::DeadLetter,
+                )))
             }
             Some(p) => p,
         };
@@ -646,6 +675,7 @@ impl<P: Processor> Core<P> {
         }
         let decoded = match self.codec.decode(payload) {
             Ok(d) => d,
+            Err(e) if e.is_transient() => return Err(RuntimeError::Unavailable(e.to_string())),
             Err(e) => return Ok(Some((e.class(), e.to_string(), Disposition::DeadLetter))),
         };
         let state = self.states.entry(partition).or_default();
@@ -676,7 +706,10 @@ impl<P: Processor> Core<P> {
                             error!(topic = %out.topic, error = %e, "processor emitted a value that does not match its schema");
                             return Ok(Some((
                                 "encoding",
-                                format!("output to {} does not match {}: {e}", out.topic, out.schema),
+                                format!(
+                                    "output to {} does not match {}: {e}",
+                                    out.topic, out.schema
+                                ),
                                 Disposition::DeadLetter,
                             )));
                         }
@@ -780,7 +813,8 @@ impl<P: Processor> Core<P> {
         self.send(&dlq, Some(msg.partition()), msg.key(), msg.payload(), h)?;
         warn!(topic, partition, offset, class, message, "record dead-lettered");
         if let Some(t) = self.txn.as_mut() {
-            *t.counts.dead_lettered.entry((topic.to_string(), class_label(class))).or_default() += 1;
+            *t.counts.dead_lettered.entry((topic.to_string(), class_label(class))).or_default() +=
+                1;
         }
         Ok(())
     }
@@ -858,9 +892,10 @@ impl<P: Processor> Core<P> {
                 ("txn".into(), Value::String(txn_id.clone())),
                 ("instance".into(), Value::String(self.cfg.instance_id.clone())),
             ]);
-            let bytes = self.codec.encode(&changelog, PROGRESS_MARKER_SCHEMA, &marker).map_err(|e| {
-                RuntimeError::Encode { topic: changelog.clone(), message: e.to_string() }
-            })?;
+            let bytes =
+                self.codec.encode(&changelog, PROGRESS_MARKER_SCHEMA, &marker).map_err(|e| {
+                    RuntimeError::Encode { topic: changelog.clone(), message: e.to_string() }
+                })?;
             let k = state::marker_changelog_key(&tp.0);
             let h = OwnedHeaders::new().insert(text(headers::TXN, &txn_id));
             self.send(&changelog, Some(tp.1), Some(&k), Some(&bytes), h)?;
@@ -902,6 +937,7 @@ impl<P: Processor> Core<P> {
         }
         self.metrics.txn_committed(started.elapsed());
         self.health.set_kafka(true, "transaction committed");
+        self.backoff = Duration::ZERO;
         debug!(txn = %txn_id, records = txn.records, "committed");
         self.fail_point("after_commit");
         Ok(())
@@ -933,6 +969,12 @@ impl<P: Processor> Core<P> {
             }
             Disposition::AbortAndRewind | Disposition::Backoff => {
                 self.abort_quietly("error");
+                if disposition == Disposition::Backoff {
+                    // Consecutive failures back off exponentially (capped); a commit resets it.
+                    self.backoff = (self.backoff * 2)
+                        .clamp(Duration::from_millis(100), Duration::from_secs(30));
+                    std::thread::sleep(self.backoff);
+                }
                 self.rewind(consumer).err()
             }
             Disposition::RebuildProducer => {
@@ -1010,9 +1052,8 @@ impl<P: Processor> Core<P> {
             tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
         for (topic, partition) in elems {
             let from_marker = markers.get(&(topic.clone(), partition)).copied();
-            let from_group = committed
-                .find_partition(&topic, partition)
-                .and_then(|e| match e.offset() {
+            let from_group =
+                committed.find_partition(&topic, partition).and_then(|e| match e.offset() {
                     Offset::Offset(o) => Some(o),
                     _ => None,
                 });
@@ -1045,8 +1086,8 @@ pub fn restore_partition(
         partition,
         message,
     };
-    let reader: BaseConsumer = kafka::reader(cfg)
-        .create()
+    let reader: BaseConsumer<kafka::ReaderContext> = kafka::reader(cfg)
+        .create_with_context(kafka::ReaderContext)
         .map_err(|e| RuntimeError::kafka("create restore reader", e))?;
     let (low, high) = reader
         .fetch_watermarks(changelog, partition, Duration::from_secs(10))
@@ -1075,7 +1116,9 @@ pub fn restore_partition(
                 records += 1;
                 let Some(key) = m.key() else { continue };
                 match state::parse_changelog_key(key) {
-                    Some(ChangelogKey::State(k)) => pending.push((k.to_vec(), m.payload().map(<[u8]>::to_vec))),
+                    Some(ChangelogKey::State(k)) => {
+                        pending.push((k.to_vec(), m.payload().map(<[u8]>::to_vec)))
+                    }
                     Some(ChangelogKey::Marker(topic)) => {
                         let payload = m.payload().unwrap_or_default();
                         let next = decode_marker(codec, payload).map_err(|e| {
@@ -1086,7 +1129,9 @@ pub fn restore_partition(
                             state.restore(k, v);
                         }
                     }
-                    None => warn!(offset = m.offset(), "changelog record with a foreign key; ignored"),
+                    None => {
+                        warn!(offset = m.offset(), "changelog record with a foreign key; ignored")
+                    }
                 }
                 if m.offset() + 1 >= high {
                     break;
@@ -1095,7 +1140,12 @@ pub fn restore_partition(
         }
     }
     if !pending.is_empty() {
-        info!(changelog, partition, dropped = pending.len(), "dropped state entries of an uncommitted transaction");
+        info!(
+            changelog,
+            partition,
+            dropped = pending.len(),
+            "dropped state entries of an uncommitted transaction"
+        );
     }
     debug!(changelog, partition, records, keys = state.len(), "restored");
     Ok((state, markers))
@@ -1144,7 +1194,9 @@ impl RetryInfo {
         };
         Some(RetryInfo {
             topic: get(headers::RETRY_TOPIC).unwrap_or_else(|| base.to_string()),
-            partition: get(headers::RETRY_PARTITION).and_then(|v| v.parse().ok()).unwrap_or(msg.partition()),
+            partition: get(headers::RETRY_PARTITION)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(msg.partition()),
             offset: get(headers::RETRY_OFFSET).and_then(|v| v.parse().ok()).unwrap_or(msg.offset()),
             attempt: get(headers::RETRY_ATTEMPT).and_then(|v| v.parse().ok()).unwrap_or(2),
             not_before_ms: get(headers::RETRY_NOT_BEFORE).and_then(|v| v.parse().ok()).unwrap_or(0),
@@ -1175,7 +1227,10 @@ fn original_headers(msg: &BorrowedMessage<'_>) -> OwnedHeaders {
     let mut out = OwnedHeaders::new();
     if let Some(h) = msg.headers() {
         for x in h.iter() {
-            if x.key.starts_with("__evalstream.") || x.key == headers::SOURCE || x.key == headers::TXN {
+            if x.key.starts_with("__evalstream.")
+                || x.key == headers::SOURCE
+                || x.key == headers::TXN
+            {
                 continue;
             }
             out = out.insert(Header { key: x.key, value: x.value });

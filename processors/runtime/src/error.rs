@@ -109,6 +109,11 @@ pub enum RuntimeError {
     /// Serving the operator endpoints failed.
     #[error("ops server: {0}")]
     Ops(String),
+    /// A dependency the records need is unreachable (e.g. the schema registry): nothing is
+    /// wrong with the data, so the transaction is aborted and retried after a backoff instead
+    /// of dead-lettering good records.
+    #[error("dependency unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl RuntimeError {
@@ -121,6 +126,7 @@ impl RuntimeError {
     pub fn disposition(&self) -> Disposition {
         match self {
             RuntimeError::Kafka { source, .. } => classify_kafka(source),
+            RuntimeError::Unavailable(_) => Disposition::Backoff,
             RuntimeError::Encode { .. }
             | RuntimeError::Config(_)
             | RuntimeError::Restore { .. }

@@ -66,3 +66,20 @@ pub fn plain_producer(cfg: &RuntimeConfig) -> ClientConfig {
     c.set("enable.idempotence", "true").set("linger.ms", "5");
     c
 }
+
+/// Client context for [`reader`] clients: end-of-partition is how a reader knows it is done, not
+/// an error, so it is not logged; everything else is logged as a warning.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReaderContext;
+
+impl rdkafka::ClientContext for ReaderContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_))
+            && error.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        {
+            tracing::warn!(%error, reason, "kafka reader error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}

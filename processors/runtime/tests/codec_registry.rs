@@ -114,7 +114,8 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let not_found = |code: u32, message: &str| (404, json!({"error_code": code, "message": message}));
+    let not_found =
+        |code: u32, message: &str| (404, json!({"error_code": code, "message": message}));
 
     let (status, reply) = {
         let mut s = state.lock().unwrap();
@@ -152,7 +153,8 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
                 }
             }
             ("GET", ["subjects", subject, "versions", "latest"]) => {
-                match s.subjects.get(*subject).and_then(|ids| ids.last().map(|id| (ids.len(), *id))) {
+                match s.subjects.get(*subject).and_then(|ids| ids.last().map(|id| (ids.len(), *id)))
+                {
                     Some((version, id)) => (
                         200,
                         json!({"subject": subject, "version": version, "id": id,
@@ -311,7 +313,10 @@ fn registry_rejection_is_a_typed_encode_error() {
     )
     .unwrap();
     let err = codec.encode("t", TOTALS_INPUT, &totals_input("k", 1, "")).unwrap_err();
-    assert!(matches!(err, CodecError::Registry { ref subject, transient: false, .. } if subject == "t-value"), "{err:?}");
+    assert!(
+        matches!(err, CodecError::Registry { ref subject, transient: false, .. } if subject == "t-value"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -321,7 +326,8 @@ fn the_codec_is_safe_to_call_from_inside_a_tokio_runtime() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (producer, consumer) = (registry.codec(), registry.codec());
     let decoded = runtime.block_on(async move {
-        let bytes = producer.encode("totals.input", TOTALS_INPUT, &totals_input("k", 3, "")).unwrap();
+        let bytes =
+            producer.encode("totals.input", TOTALS_INPUT, &totals_input("k", 3, "")).unwrap();
         consumer.decode(&bytes)
     });
     assert_eq!(decoded.unwrap().value, totals_input("k", 3, ""));

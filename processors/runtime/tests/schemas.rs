@@ -180,7 +180,8 @@ fn current_schemas_are_backward_compatible_with_their_history() {
 #[test]
 fn the_compatibility_check_can_fail() {
     // v2 adds a field WITHOUT a default: old data cannot be read.
-    let v1 = r#"{"type":"record","name":"T","namespace":"n","fields":[{"name":"a","type":"long"}]}"#;
+    let v1 =
+        r#"{"type":"record","name":"T","namespace":"n","fields":[{"name":"a","type":"long"}]}"#;
     let v2 = r#"{"type":"record","name":"T","namespace":"n","fields":[
         {"name":"a","type":"long"},{"name":"b","type":"string"}]}"#;
     let store = SchemaStore::from_sources([("n/T.avsc", v2), ("history/n.T/v1.avsc", v1)]).unwrap();
@@ -213,7 +214,8 @@ fn data_written_with_history_versions_decodes_into_the_current_schema() {
         for old in store.versions(name).into_iter().filter(|v| !v.is_current()) {
             let value = example_value(old.schema());
             let bytes = encode_single_object(old, &value).unwrap();
-            let decoded = codec.decode(&bytes).unwrap_or_else(|e| panic!("{name} v{}: {e}", old.version()));
+            let decoded =
+                codec.decode(&bytes).unwrap_or_else(|e| panic!("{name} v{}: {e}", old.version()));
             assert_eq!(decoded.schema_name, name);
             assert_eq!(decoded.format, WireFormat::SingleObject { fingerprint: old.fingerprint() });
             assert!(decoded.value.validate(current.schema()), "{name}: not in the current shape");

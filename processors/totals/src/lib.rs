@@ -116,7 +116,12 @@ mod tests {
         ])
     }
 
-    fn run(state: &mut StateView, key: &str, amount: i64, offset: i64) -> Result<Vec<Output>, ProcessError> {
+    fn run(
+        state: &mut StateView,
+        key: &str,
+        amount: i64,
+        offset: i64,
+    ) -> Result<Vec<Output>, ProcessError> {
         let value = input_value(key, amount);
         let input = Input {
             topic: INPUT,

@@ -3,16 +3,19 @@
 //! helpers.
 //!
 //! ```text
-//!   TopicReader::open ── metadata + high watermarks (the "end" is fixed at start)
+//!   TopicReader::open ── metadata + watermarks (only to skip empty partitions)
 //!        │
 //!        ▼  assign partitions at explicit offsets (no group, nothing committed)
-//!   next() ─► record ─► ... ─► partition reaches its end (offset or EOF event) ─► None
+//!   next() ─► record ─► ... ─► end-of-partition event in every partition ─► None
 //! ```
 //!
-//! Why the end is fixed at start: an operator command must terminate even while producers keep
-//! writing, and "everything that was there when I looked" is the only end that is well defined.
-//! Why both the offset and the EOF event count as the end: transaction markers occupy offsets, so
-//! the last offset below the high watermark is often a marker that a consumer never sees.
+//! Why the end is the end-of-partition event and not a high-watermark snapshot: librdkafka
+//! derives that event from fetch responses, which are right on every broker we meet, while our
+//! development broker (Tansu) answers ListOffsets(latest) with the *base* offset of the last
+//! record batch + 1, so a snapshot would silently cut a multi-record batch short. The event also
+//! lands correctly when the last offsets are transaction markers that no consumer ever sees, and
+//! at the last stable offset under `read_committed`. The price: a reader stops once it has caught
+//! up, so on a topic written faster than we read it only `--max` or the caller ends the read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -25,7 +28,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{Client, ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, ToBytes};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, ToBytes};
 use rdkafka::producer::{BaseProducer, BaseRecord, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
@@ -58,10 +61,10 @@ pub struct ReadOptions {
     pub partitions: Option<Vec<i32>>,
     /// Start position in every selected partition.
     pub start: StartAt,
-    /// Keep reading past the end seen at open time (until the idle timeout).
+    /// Keep reading after reaching the end (until the idle timeout).
     pub follow: bool,
     /// Longest wait without any record or end-of-partition event. Without `follow` it elapsing is
-    /// an error (the end existed, so the broker is not delivering); with `follow` it ends the read.
+    /// an error (the broker is not delivering); with `follow` it ends the read.
     pub idle_timeout: Duration,
 }
 
@@ -88,17 +91,14 @@ pub enum ReadError {
         /// How many partitions the topic has.
         count: usize,
     },
-    /// A requested start offset lies beyond the end of a partition.
-    #[error("offset {offset} is beyond the end of {topic}[{partition}] (high watermark {high})")]
-    OffsetBeyondEnd {
+    /// A requested start offset is not in the partition (beyond its end, or already deleted).
+    #[error("start offset is out of range in {topic}: {source}")]
+    OffsetOutOfRange {
         /// Topic.
         topic: String,
-        /// Partition.
-        partition: i32,
-        /// The requested offset.
-        offset: i64,
-        /// The partition's high watermark.
-        high: i64,
+        /// The client's report, naming the partition and offset.
+        #[source]
+        source: KafkaError,
     },
     /// A Kafka call failed.
     #[error("kafka {context}: {source}")]
@@ -128,14 +128,12 @@ fn kafka_err(context: &'static str) -> impl FnOnce(KafkaError) -> ReadError {
     move |source| ReadError::Kafka { context, source }
 }
 
-/// A group-less, read-committed reader of one topic that stops at the end it saw when it opened
-/// (unless following). It commits nothing and joins no group, so operator commands and tests can
-/// read any topic without disturbing the processors' progress.
+/// A group-less, read-committed reader of one topic that stops when every partition has reached
+/// its end (unless following). It commits nothing and joins no group, so operator commands and
+/// tests can read any topic without disturbing the processors' progress.
 pub struct TopicReader {
     consumer: BaseConsumer,
     topic: String,
-    /// High watermark of each assigned partition at open time.
-    ends: BTreeMap<i32, i64>,
     /// Assigned partitions that have not reached their end yet.
     pending: BTreeSet<i32>,
     follow: bool,
@@ -145,10 +143,13 @@ pub struct TopicReader {
 }
 
 impl TopicReader {
-    /// Looks up the topic, fixes the end of every selected partition and assigns them.
+    /// Looks up the topic and assigns the selected partitions at their start offsets.
     pub fn open(cfg: &RuntimeConfig, topic: &str, opts: &ReadOptions) -> Result<Self, ReadError> {
-        let consumer: BaseConsumer =
-            kafka::reader(cfg).create().map_err(kafka_err("creating a reader"))?;
+        // An offset beyond the end must be an error, not a silent rewind to the beginning.
+        let consumer: BaseConsumer = kafka::reader(cfg)
+            .set("auto.offset.reset", "error")
+            .create()
+            .map_err(kafka_err("creating a reader"))?;
         let all = partition_ids(consumer.client(), topic)?
             .ok_or_else(|| ReadError::TopicNotFound(topic.to_string()))?;
         let selected = match &opts.partitions {
@@ -166,35 +167,27 @@ impl TopicReader {
                 wanted.iter().copied().collect::<BTreeSet<_>>().into_iter().collect()
             }
         };
-        let mut ends = BTreeMap::new();
         let mut pending = BTreeSet::new();
         let mut tpl = TopicPartitionList::new();
         for p in selected {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p, METADATA_TIMEOUT)
-                .map_err(kafka_err("reading watermarks"))?;
             let start = match opts.start {
-                StartAt::Beginning => low,
-                StartAt::End => high,
-                StartAt::Offset(o) if o > high => {
-                    return Err(ReadError::OffsetBeyondEnd {
-                        topic: topic.to_string(),
-                        partition: p,
-                        offset: o,
-                        high,
-                    })
+                StartAt::End if opts.follow => Offset::End,
+                StartAt::End => continue,
+                StartAt::Beginning => {
+                    // Watermarks only tell empty from non-empty here (see the module docs).
+                    let (low, high) = consumer
+                        .fetch_watermarks(topic, p, METADATA_TIMEOUT)
+                        .map_err(kafka_err("reading watermarks"))?;
+                    if high <= low && !opts.follow {
+                        continue;
+                    }
+                    Offset::Beginning
                 }
-                // Below the log start the reader resets to the earliest retained record.
-                StartAt::Offset(o) => o.max(low),
+                StartAt::Offset(o) => Offset::Offset(o),
             };
-            if opts.follow || start < high {
-                tpl.add_partition_offset(topic, p, Offset::Offset(start))
-                    .map_err(kafka_err("building the assignment"))?;
-                ends.insert(p, high);
-                if start < high {
-                    pending.insert(p);
-                }
-            }
+            tpl.add_partition_offset(topic, p, start)
+                .map_err(kafka_err("building the assignment"))?;
+            pending.insert(p);
         }
         if tpl.count() > 0 {
             consumer.assign(&tpl).map_err(kafka_err("assigning partitions"))?;
@@ -202,7 +195,6 @@ impl TopicReader {
         Ok(TopicReader {
             consumer,
             topic: topic.to_string(),
-            ends,
             pending,
             follow: opts.follow,
             idle_timeout: opts.idle_timeout,
@@ -234,21 +226,17 @@ impl TopicReader {
                 None => {}
                 Some(Ok(m)) => {
                     self.last_progress = Instant::now();
-                    let p = m.partition();
-                    if self.follow {
-                        return Ok(Some(m));
-                    }
-                    let end = self.ends.get(&p).copied().unwrap_or(i64::MAX);
-                    if m.offset() + 1 >= end {
-                        self.pending.remove(&p);
-                    }
-                    if m.offset() < end {
-                        return Ok(Some(m));
-                    }
+                    return Ok(Some(m));
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     self.last_progress = Instant::now();
                     self.pending.remove(&p);
+                }
+                Some(Err(e)) if is_offset_out_of_range(&e) => {
+                    return Err(ReadError::OffsetOutOfRange {
+                        topic: self.topic.clone(),
+                        source: e,
+                    });
                 }
                 Some(Err(e)) if is_fatal_read_error(&e) => {
                     return Err(ReadError::Kafka { context: "reading", source: e });
@@ -264,6 +252,13 @@ impl TopicReader {
             }
         }
     }
+}
+
+fn is_offset_out_of_range(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
+    )
 }
 
 fn is_fatal_read_error(e: &KafkaError) -> bool {

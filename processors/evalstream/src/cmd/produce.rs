@@ -244,10 +244,13 @@ fn create_producer(
     topic: &str,
     transactional_id: Option<&str>,
 ) -> anyhow::Result<BaseProducer<Deliveries>> {
-    let client_config = match transactional_id {
+    let mut client_config = match transactional_id {
         Some(id) => kafka::transactional_producer(cfg, id),
         None => kafka::plain_producer(cfg),
     };
+    // A typo in a topic name must not create a topic with the broker's default partition count
+    // (breaking co-partitioning); topics come from `evalstream topology apply`.
+    client_config.set("allow.auto.create.topics", "false");
     let producer: BaseProducer<Deliveries> = client_config
         .create_with_context(Deliveries::default())
         .context("creating the producer")?;

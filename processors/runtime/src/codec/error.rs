@@ -88,7 +88,9 @@ pub enum DecodeError {
         got: usize,
     },
     /// The first byte is neither the Confluent magic byte 0x00 nor the single-object marker 0xC3.
-    #[error("unknown magic byte 0x{byte:02x} (expected 0x00 Confluent or 0xC3 0x01 single-object)")]
+    #[error(
+        "unknown magic byte 0x{byte:02x} (expected 0x00 Confluent or 0xC3 0x01 single-object)"
+    )]
     UnknownMagic {
         /// The first byte.
         byte: u8,

@@ -1,12 +1,12 @@
 //! Wire codec: the one place where event values become record bytes and back.
 //!
 //! ```text
-//!  encode(topic, schema name, value)                       decode(bytes)
-//!        │ conform to the CURRENT schema (strict,                │ first byte
-//!        │ errors name the field path)                           ├─ 0xC3 0x01 ─► fingerprint ─► store (any version)
-//!        ├─ no registry ─► 0xC3 0x01 │ fp (8 B LE) │ avro   ├─ 0x00 ─► schema id ─► registry (cached)
-//!        └─ registry ────► 0x00 │ id (4 B BE) │ avro        └─ other ─► DecodeError::UnknownMagic
-//!                          subject "<topic>-value"              │ writer schema → resolve → current reader schema
+//!  encode(topic, schema, value)                  decode(bytes)
+//!    │ conform to the CURRENT schema               │ first byte
+//!    │ (strict; errors name the field path)        ├─ C3 01 ─► fingerprint ─► store (any version)
+//!    ├─ no registry: C3 01 │ fp 8 B LE │ avro      ├─ 00 ────► schema id ───► registry (cached)
+//!    └─ registry:    00 │ id 4 B BE │ avro         ├─ else ──► DecodeError::UnknownMagic
+//!       (subject "<topic>-value")                  └─ writer schema ─► resolve ─► current schema
 //! ```
 //!
 //! Why two formats: production clusters run a Confluent-compatible registry, so we speak the
@@ -120,11 +120,11 @@ impl Codec {
     /// optional basic auth from `SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO` (`user:password`).
     pub fn from_env() -> Result<Codec, CodecError> {
         let url = std::env::var(REGISTRY_URL_ENV).ok().filter(|u| !u.trim().is_empty());
-        let auth = std::env::var(REGISTRY_AUTH_ENV).ok().filter(|a| !a.is_empty()).map(|a| {
-            match a.split_once(':') {
-                Some((user, password)) => (user.to_string(), Some(password.to_string())),
-                None => (a, None),
-            }
+        let auth = std::env::var(REGISTRY_AUTH_ENV).ok().filter(|a| !a.is_empty()).map(|a| match a
+            .split_once(':')
+        {
+            Some((user, password)) => (user.to_string(), Some(password.to_string())),
+            None => (a, None),
         });
         Codec::build(SchemaStore::bundled()?, url, auth)
     }
@@ -199,7 +199,12 @@ impl Codec {
             .ok_or_else(|| CodecError::UnknownSchema(schema_name.to_string()))
     }
 
-    fn frame(&self, topic: &str, stored: &StoredSchema, value: &Value) -> Result<Vec<u8>, CodecError> {
+    fn frame(
+        &self,
+        topic: &str,
+        stored: &StoredSchema,
+        value: &Value,
+    ) -> Result<Vec<u8>, CodecError> {
         match &self.inner.registry {
             None => write_framed(stored, value, &single_object_header(stored.fingerprint())),
             Some(registry) => {
@@ -244,8 +249,9 @@ impl Codec {
         fp.copy_from_slice(&header[2..]);
         let fingerprint = u64::from_le_bytes(fp);
         let store = &self.inner.store;
-        let writer =
-            store.by_fingerprint(fingerprint).ok_or(DecodeError::UnknownFingerprint { fingerprint })?;
+        let writer = store
+            .by_fingerprint(fingerprint)
+            .ok_or(DecodeError::UnknownFingerprint { fingerprint })?;
         let value = read_datum(writer.schema(), writer.full_name(), body)?;
         let value = match store.current(writer.full_name()) {
             Some(reader) if reader.fingerprint() != writer.fingerprint() => {
@@ -261,13 +267,12 @@ impl Codec {
     }
 
     fn decode_confluent(&self, bytes: &[u8]) -> Result<Decoded, DecodeError> {
-        let (header, body) = bytes.split_at_checked(CONFLUENT_HEADER_LEN).ok_or(
-            DecodeError::TruncatedHeader {
+        let (header, body) =
+            bytes.split_at_checked(CONFLUENT_HEADER_LEN).ok_or(DecodeError::TruncatedHeader {
                 format: "confluent",
                 needed: CONFLUENT_HEADER_LEN,
                 got: bytes.len(),
-            },
-        )?;
+            })?;
         let mut id = [0u8; 4];
         id.copy_from_slice(&header[1..]);
         let schema_id = u32::from_be_bytes(id);
@@ -304,7 +309,11 @@ fn single_object_header(fingerprint: u64) -> [u8; SINGLE_OBJECT_HEADER_LEN] {
     header
 }
 
-fn write_framed(stored: &StoredSchema, value: &Value, header: &[u8]) -> Result<Vec<u8>, CodecError> {
+fn write_framed(
+    stored: &StoredSchema,
+    value: &Value,
+    header: &[u8],
+) -> Result<Vec<u8>, CodecError> {
     let avro = |e: apache_avro::Error| CodecError::Avro {
         schema: stored.full_name().to_string(),
         message: e.to_string(),
@@ -316,17 +325,39 @@ fn write_framed(stored: &StoredSchema, value: &Value, header: &[u8]) -> Result<V
     Ok(out)
 }
 
+/// A byte-slice reader that remembers whether anyone tried to read past its end.
+///
+/// Why: apache-avro decodes a union whose branch index hits end-of-input as `Union(0, null)`
+/// (a leniency for old writers), even when branch 0 is not `null`. For us a record that ends
+/// early is truncated, never a record with a null field, so any read at the end is an error.
+struct StrictSlice<'a> {
+    rest: &'a [u8],
+    read_past_end: bool,
+}
+
+impl std::io::Read for StrictSlice<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.rest.is_empty() && !buf.is_empty() {
+            self.read_past_end = true;
+        }
+        self.rest.read(buf)
+    }
+}
+
 /// Decodes one datum that must span `body` exactly.
 fn read_datum(schema: &Schema, name: &str, body: &[u8]) -> Result<Value, DecodeError> {
-    let invalid = |e: apache_avro::Error| DecodeError::InvalidBody {
-        schema: name.to_string(),
-        message: e.to_string(),
-    };
-    let reader = GenericDatumReader::builder(schema).build().map_err(invalid)?;
-    let mut rest = body;
-    let value = reader.read_value(&mut rest).map_err(invalid)?;
-    if !rest.is_empty() {
-        return Err(DecodeError::TrailingBytes { schema: name.to_string(), count: rest.len() });
+    let invalid = |message: String| DecodeError::InvalidBody { schema: name.to_string(), message };
+    let reader = GenericDatumReader::builder(schema).build().map_err(|e| invalid(e.to_string()))?;
+    let mut input = StrictSlice { rest: body, read_past_end: false };
+    let value = reader.read_value(&mut input).map_err(|e| invalid(e.to_string()))?;
+    if input.read_past_end {
+        return Err(invalid("unexpected end of data".into()));
+    }
+    if !input.rest.is_empty() {
+        return Err(DecodeError::TrailingBytes {
+            schema: name.to_string(),
+            count: input.rest.len(),
+        });
     }
     Ok(value)
 }

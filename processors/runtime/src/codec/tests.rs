@@ -57,8 +57,9 @@ fn known_bytes_for_a_small_record() {
 #[test]
 fn encode_json_applies_defaults_and_reports_paths() {
     let codec = codec();
-    let bytes =
-        codec.encode_json("totals.input", TOTALS_INPUT, &json!({"key": "a", "amount": -5})).unwrap();
+    let bytes = codec
+        .encode_json("totals.input", TOTALS_INPUT, &json!({"key": "a", "amount": -5}))
+        .unwrap();
     let decoded = codec.decode(&bytes).unwrap();
     assert_eq!(decoded.value, totals_input("a", -5));
 
@@ -147,7 +148,10 @@ fn every_decode_error_is_typed() {
 
     let mut unknown = good.clone();
     unknown[2..10].copy_from_slice(&(fp ^ 1).to_le_bytes());
-    assert_eq!(codec.decode(&unknown), Err(DecodeError::UnknownFingerprint { fingerprint: fp ^ 1 }));
+    assert_eq!(
+        codec.decode(&unknown),
+        Err(DecodeError::UnknownFingerprint { fingerprint: fp ^ 1 })
+    );
 
     assert_eq!(
         codec.decode(&[0x00, 0, 0, 0, 7, 0x02]),
@@ -176,7 +180,9 @@ fn every_decode_error_is_typed() {
         assert_eq!(e.class(), "deserialization");
         assert!(!e.is_transient());
     }
-    assert!(DecodeError::RegistryUnavailable { schema_id: 1, message: String::new() }.is_transient());
+    assert!(
+        DecodeError::RegistryUnavailable { schema_id: 1, message: String::new() }.is_transient()
+    );
 }
 
 const STATE_V1: &str = r#"{"type":"record","name":"S","namespace":"t","doc":"d","fields":[
@@ -189,8 +195,9 @@ const STATE_V2: &str = r#"{"type":"record","name":"S","namespace":"t","doc":"d",
 
 #[test]
 fn history_versions_decode_into_the_current_shape() {
-    let store = SchemaStore::from_sources([("t/S.avsc", STATE_V2), ("history/t.S/v1.avsc", STATE_V1)])
-        .unwrap();
+    let store =
+        SchemaStore::from_sources([("t/S.avsc", STATE_V2), ("history/t.S/v1.avsc", STATE_V1)])
+            .unwrap();
     let codec = Codec::new(store, None).unwrap();
     let v1 = codec.store().version("t.S", 1).unwrap();
     let old = Value::Record(vec![

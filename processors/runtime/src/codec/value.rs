@@ -213,10 +213,7 @@ impl Conformer<'_> {
         path: &Path<'_>,
     ) -> Result<Value, Mismatch> {
         let wrong = || {
-            Mismatch::new(
-                path,
-                format!("expected {}, got {}", type_name(schema, ns), avro_kind(v)),
-            )
+            Mismatch::new(path, format!("expected {}, got {}", type_name(schema, ns), avro_kind(v)))
         };
         // A union value handed to a non-union schema: look through it (Avro resolution does too).
         if let (Value::Union(_, inner), false) = (v, matches!(schema, Schema::Union(_))) {
@@ -233,9 +230,10 @@ impl Conformer<'_> {
             (Schema::Null, Value::Null) => Value::Null,
             (Schema::Boolean, Value::Boolean(b)) => Value::Boolean(*b),
             (Schema::Int, Value::Int(i)) => Value::Int(*i),
-            (Schema::Int, Value::Long(l)) => Value::Int(i32::try_from(*l).map_err(|_| {
-                Mismatch::new(path, format!("{l} does not fit in an int"))
-            })?),
+            (Schema::Int, Value::Long(l)) => Value::Int(
+                i32::try_from(*l)
+                    .map_err(|_| Mismatch::new(path, format!("{l} does not fit in an int")))?,
+            ),
             (Schema::Long, Value::Int(i)) => Value::Long(i64::from(*i)),
             (Schema::Long, Value::Long(l)) => Value::Long(*l),
             (Schema::Float, Value::Int(i)) => Value::Float(*i as f32),
@@ -358,14 +356,8 @@ impl Conformer<'_> {
             let here = Path::Field(path, &field.name);
             let value = match (find(&field.name), &field.default) {
                 (Some(v), _) => self.value(&field.schema, ns, v, &here)?,
-                (None, Some(default)) => {
-                    JsonReader { names: self.names, mode: Mode::Default }.value(
-                        &field.schema,
-                        ns,
-                        default,
-                        &here,
-                    )?
-                }
+                (None, Some(default)) => JsonReader { names: self.names, mode: Mode::Default }
+                    .value(&field.schema, ns, default, &here)?,
                 (None, None) => return Err(Mismatch::new(&here, "missing required field")),
             };
             out.push((field.name.clone(), value));
@@ -410,7 +402,8 @@ impl Conformer<'_> {
 /// Converts friendly JSON to an Avro value of `schema`; see the module documentation for the
 /// accepted forms. Errors name the field path.
 pub fn json_to_avro(schema: &Schema, json: &Json) -> Result<Value, CodecError> {
-    json_to_avro_with(schema, &Names::of(schema), json).map_err(|m| m.into_error(&root_name(schema)))
+    json_to_avro_with(schema, &Names::of(schema), json)
+        .map_err(|m| m.into_error(&root_name(schema)))
 }
 
 /// [`json_to_avro`] with precomputed names (the codec keeps them per stored schema).
@@ -518,8 +511,14 @@ impl JsonReader<'_> {
                     let here = Path::Field(path, &field.name);
                     let value = match (object.get(&field.name), &field.default) {
                         (Some(v), _) => self.value(&field.schema, inner, v, &here)?,
-                        (None, Some(default)) => JsonReader { names: self.names, mode: Mode::Default }
-                            .value(&field.schema, inner, default, &here)?,
+                        (None, Some(default)) => {
+                            JsonReader { names: self.names, mode: Mode::Default }.value(
+                                &field.schema,
+                                inner,
+                                default,
+                                &here,
+                            )?
+                        }
                         (None, None) => return Err(Mismatch::new(&here, "missing required field")),
                     };
                     out.push((field.name.clone(), value));
@@ -554,7 +553,10 @@ impl JsonReader<'_> {
 
     fn int(&self, j: &Json, path: &Path<'_>) -> Option<Result<i32, Mismatch>> {
         let l = j.as_i64()?;
-        Some(i32::try_from(l).map_err(|_| Mismatch::new(path, format!("{l} does not fit in an int"))))
+        Some(
+            i32::try_from(l)
+                .map_err(|_| Mismatch::new(path, format!("{l} does not fit in an int"))),
+        )
     }
 
     fn long(&self, j: &Json, _path: &Path<'_>) -> Option<i64> {
@@ -638,13 +640,14 @@ impl JsonReader<'_> {
         let mut wrapper_error = None;
         if self.mode == Mode::Friendly {
             // Avro-JSON `{"<branch type name>": value}`.
-            if let Some((key, inner)) = j.as_object().filter(|o| o.len() == 1).and_then(|o| o.iter().next()) {
+            if let Some((key, inner)) =
+                j.as_object().filter(|o| o.len() == 1).and_then(|o| o.iter().next())
+            {
                 let short = |s: &Schema| match s.name() {
                     Some(n) => n.name() == key.as_str(),
                     None => false,
                 };
-                if let Some(i) =
-                    variants.iter().position(|s| type_name(s, ns) == *key || short(s))
+                if let Some(i) = variants.iter().position(|s| type_name(s, ns) == *key || short(s))
                 {
                     match self.value(&variants[i], ns, inner, path) {
                         Ok(v) => return Ok(Value::Union(i as u32, Box::new(v))),
@@ -678,7 +681,10 @@ impl JsonReader<'_> {
 pub fn avro_to_json(value: &Value) -> Json {
     let b64 = |b: &[u8]| {
         let mut o = serde_json::Map::new();
-        o.insert("base64".into(), Json::String(base64::engine::general_purpose::STANDARD.encode(b)));
+        o.insert(
+            "base64".into(),
+            Json::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        );
         Json::Object(o)
     };
     let float = |f: f64| {
@@ -693,9 +699,7 @@ pub fn avro_to_json(value: &Value) -> Json {
     match value {
         Value::Null => Json::Null,
         Value::Boolean(b) => Json::Bool(*b),
-        Value::Int(i)
-        | Value::Date(i)
-        | Value::TimeMillis(i) => Json::from(*i),
+        Value::Int(i) | Value::Date(i) | Value::TimeMillis(i) => Json::from(*i),
         Value::Long(l)
         | Value::TimeMicros(l)
         | Value::TimestampMillis(l)
@@ -769,9 +773,7 @@ impl Examples {
             Schema::Bytes => Value::Bytes(b"example".to_vec()),
             Schema::String => Value::String("example".into()),
             Schema::Fixed(f) => Value::Fixed(f.size, vec![0; f.size]),
-            Schema::Enum(e) => {
-                Value::Enum(0, e.symbols.first().cloned().unwrap_or_default())
-            }
+            Schema::Enum(e) => Value::Enum(0, e.symbols.first().cloned().unwrap_or_default()),
             Schema::Array(a) => Value::Array(vec![self.value(&a.items, ns)]),
             Schema::Map(m) => {
                 Value::Map([("key".to_string(), self.value(&m.types, ns))].into_iter().collect())
@@ -941,13 +943,25 @@ mod tests {
     fn rfc3339_known_answers() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some((0, 0)));
         assert_eq!(parse_rfc3339("2023-11-14T22:13:20Z"), Some((1_700_000_000, 0)));
-        assert_eq!(parse_rfc3339("2023-11-15T00:13:20.5+02:00"), Some((1_700_000_000, 500_000_000)));
+        assert_eq!(
+            parse_rfc3339("2023-11-15T00:13:20.5+02:00"),
+            Some((1_700_000_000, 500_000_000))
+        );
         assert_eq!(parse_rfc3339("1969-12-31t23:59:59.999999999z"), Some((-1, 999_999_999)));
         // 2024-02-29 is day 19782 (1_709_164_800 s); 12:00 at -01:30 is 13:30 UTC.
         assert_eq!(parse_rfc3339("2024-02-29 12:00:00-01:30"), Some((1_709_213_400, 0)));
-        for bad in ["2023-02-29T00:00:00Z", "2023-11-14T24:00:00Z", "2023-11-14T22:13:60Z",
-                    "2023-11-14T22:13:20", "2023-11-14T22:13:20.Z", "2023-11-14", "", "x",
-                    "2023-11-14T22:13:20+2:00", "２０２３-11-14T22:13:20Z"] {
+        for bad in [
+            "2023-02-29T00:00:00Z",
+            "2023-11-14T24:00:00Z",
+            "2023-11-14T22:13:60Z",
+            "2023-11-14T22:13:20",
+            "2023-11-14T22:13:20.Z",
+            "2023-11-14",
+            "",
+            "x",
+            "2023-11-14T22:13:20+2:00",
+            "２０２３-11-14T22:13:20Z",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
         assert_eq!(parse_date("1970-01-02"), Some(1));
@@ -1016,7 +1030,10 @@ mod tests {
         assert!(err_path(json_to_avro(&s, &bad)).1.contains("unknown symbol"));
         let mut bad = base.clone();
         bad.as_object_mut().unwrap().remove("id");
-        assert_eq!(err_path(json_to_avro(&s, &bad)), ("id".into(), "missing required field".into()));
+        assert_eq!(
+            err_path(json_to_avro(&s, &bad)),
+            ("id".into(), "missing required field".into())
+        );
         let mut bad = base.clone();
         bad["at"] = json!("yesterday");
         assert_eq!(err_path(json_to_avro(&s, &bad)).0, "at");

@@ -515,7 +515,11 @@ fn check_configs(spec: &TopicSpec, values: &HashMap<String, Option<String>>, o: 
             }
             _ => o.unchecked.push(Unchecked {
                 setting: setting.to_string(),
-                reason: format!("the broker did not report {setting}"),
+                // Kafka reports every config, defaults included; some compatible brokers (Tansu)
+                // report only those set explicitly, so absence cannot be read as a default.
+                reason: format!(
+                    "the broker did not report {setting} (some brokers report only settings given at creation)"
+                ),
             }),
         }
     }

@@ -123,9 +123,9 @@ impl Topology {
         for (class, ids) in
             [("processor", processors), ("dlq", dlq), ("retry", retry), ("changelog", changelog)]
         {
-            let mut ids = ids;
-            ids.sort();
-            ids.dedup();
+            // A shared DLQ appears once per user; keep the first mention, in file order.
+            let mut seen = std::collections::HashSet::new();
+            let ids: Vec<String> = ids.into_iter().filter(|id| seen.insert(id.clone())).collect();
             if !ids.is_empty() {
                 let _ = writeln!(s, "    class {} {class}", ids.join(","));
             }

@@ -549,3 +549,24 @@ fn json_form_is_stable() {
     assert_eq!(v["topics"][4]["cleanup_policy"], "compact");
     assert_eq!(v["processors"][0]["inputs"][0]["retry"], "in.retry");
 }
+
+#[test]
+fn every_avro_schema_of_the_bundled_topology_exists() {
+    let store = crate::codec::SchemaStore::bundled().unwrap();
+    for topic in Topology::bundled().unwrap().topics() {
+        if let Some(name) = topic.schema.avro_name() {
+            assert!(store.current(name).is_some(), "{}: schema {name} not in schemas/", topic.name);
+        }
+    }
+}
+
+#[test]
+fn readme_diagram_is_current() {
+    let readme = include_str!("../../../../topology/README.md");
+    let expected = format!("```mermaid\n{}```", Topology::bundled().unwrap().render_mermaid());
+    assert!(
+        readme.contains(&expected),
+        "topology/README.md has a stale diagram; replace the block between the mermaid markers \
+         with the output of `evalstream topology show --format mermaid`"
+    );
+}
