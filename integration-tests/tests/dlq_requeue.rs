@@ -207,3 +207,40 @@ fn dlq_commands_report_a_missing_dlq() {
     out.assert_failure();
     assert!(out.stderr.contains("--offset") || out.stderr.contains("--all"), "{out}");
 }
+
+#[test]
+fn concurrent_requeues_fence_each_other_and_requeue_each_record_once() {
+    let (topic, dlq) = fresh();
+    let records: Vec<RawRecord> =
+        (0..300).map(|i| dead_letter(&topic, i % 3, i64::from(i), "validation", "x")).collect();
+    produce_raw(&dlq, &records);
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            evalstream()
+                .args(["dlq", "requeue", &topic, "--all"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawning evalstream")
+        })
+        .collect();
+    let mut succeeded = 0;
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            succeeded += 1;
+        } else {
+            assert!(stderr.contains("fenced"), "a run may only fail by being fenced: {stderr}");
+        }
+    }
+    assert!(succeeded >= 1);
+    let requeued = read_topic(&topic);
+    let unique: std::collections::BTreeSet<_> = requeued.iter().map(|r| r.key.clone()).collect();
+    assert_eq!(requeued.len(), 300, "every DLQ record requeued exactly once");
+    assert_eq!(unique.len(), 300);
+    // Whatever the interleaving, a further run finds nothing left to do.
+    let again = run(evalstream().args(["dlq", "requeue", &topic, "--all"]), None);
+    again.assert_success();
+    assert!(again.stdout.contains("requeued 0, skipped 300"), "{again}");
+}

@@ -39,6 +39,12 @@ enum Command {
     Dlq(cmd::dlq::Command),
     /// Throughput benchmark: exactly-once runtime next to a raw pass-through.
     Bench(cmd::bench::Args),
+    /// The audit chain: canonicalize, verify, export, prove.
+    #[command(subcommand)]
+    Audit(cmd::audit::Command),
+    /// The signer registry (signers.json): list, add, rotate, revoke.
+    #[command(subcommand)]
+    Signers(cmd::signers::Command),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +57,8 @@ fn main() -> ExitCode {
         Command::Topology(c) => cmd::topology::run(cli.config.as_deref(), c),
         Command::Dlq(c) => cmd::dlq::run(cli.config.as_deref(), c),
         Command::Bench(args) => cmd::bench::run(cli.config.as_deref(), args),
+        Command::Audit(c) => cmd::audit::run(cli.config.as_deref(), c),
+        Command::Signers(c) => cmd::signers::run(cli.config.as_deref(), c),
     };
     match result {
         Ok(code) => code,

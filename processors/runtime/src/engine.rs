@@ -102,27 +102,76 @@ impl FailPoint {
 }
 
 /// Names of the topics one processor instance uses, with the configured prefix applied.
+///
+/// They come from the bundled topology (`topology/topology.toml`) when it declares the
+/// processor, so the runtime and `evalstream topology apply` agree on every name; a processor the
+/// topology does not know (tests, experiments) gets the derived defaults: `<input>.dlq`,
+/// `<input>.retry` and `<group>.changelog`.
 #[derive(Debug, Clone)]
 pub struct TopicNames {
     prefix: String,
     /// Logical input topics.
     pub inputs: Vec<String>,
-    /// Changelog topic (state entries and progress markers).
+    /// Logical input → logical DLQ topic.
+    dlqs: BTreeMap<String, String>,
+    /// Logical input → logical retry topic (only inputs that have one).
+    retries: BTreeMap<String, String>,
+    /// Changelog topic (physical; state entries and progress markers).
     pub changelog: String,
     /// Consumer group id.
     pub group: String,
+    /// Topic specs of the internal topics, by logical name, when the topology declares them.
+    specs: BTreeMap<String, crate::topology::TopicSpec>,
 }
 
 impl TopicNames {
     /// Derives the names for `processor` under `cfg`.
     pub fn new(cfg: &RuntimeConfig, processor: &dyn Processor) -> Self {
-        let group = cfg.group_for(processor.name());
-        TopicNames {
+        let topology = crate::topology::Topology::bundled().ok();
+        let spec = topology.as_ref().and_then(|t| t.processor(processor.name())).filter(|spec| {
+            spec.input_topics().map(str::to_string).collect::<Vec<_>>() == processor.inputs()
+        });
+        let inputs = processor.inputs();
+        let mut names = TopicNames {
             prefix: cfg.topic_prefix.clone(),
-            inputs: processor.inputs(),
-            changelog: format!("{group}.changelog"),
-            group,
+            dlqs: BTreeMap::new(),
+            retries: BTreeMap::new(),
+            changelog: String::new(),
+            group: cfg.group_for(processor.name()),
+            specs: BTreeMap::new(),
+            inputs,
+        };
+        match spec {
+            Some(spec) => {
+                if cfg.group_id.is_none() {
+                    names.group = format!("{}{}", cfg.topic_prefix, spec.group_id);
+                    names.changelog = format!("{}{}", cfg.topic_prefix, spec.changelog);
+                } else {
+                    names.changelog = format!("{}.changelog", names.group);
+                }
+                for i in &spec.inputs {
+                    names.dlqs.insert(i.topic.clone(), i.dlq.clone());
+                    if let Some(r) = &i.retry {
+                        names.retries.insert(i.topic.clone(), r.clone());
+                    }
+                }
+                let topology = topology.as_ref().expect("spec came from it");
+                for t in names.dlqs.values().chain(names.retries.values()).chain([&spec.changelog])
+                {
+                    if let Some(ts) = topology.topic(t) {
+                        names.specs.insert(t.clone(), ts.clone());
+                    }
+                }
+            }
+            None => {
+                names.changelog = format!("{}.changelog", names.group);
+                for i in &names.inputs {
+                    names.dlqs.insert(i.clone(), format!("{i}.dlq"));
+                    names.retries.insert(i.clone(), format!("{i}.retry"));
+                }
+            }
         }
+        names
     }
 
     /// Physical name of a logical topic.
@@ -137,18 +186,39 @@ impl TopicNames {
 
     /// DLQ topic (physical) of a logical input.
     pub fn dlq(&self, logical: &str) -> String {
-        self.physical(&format!("{logical}.dlq"))
+        match self.dlqs.get(logical) {
+            Some(d) => self.physical(d),
+            None => self.physical(&format!("{logical}.dlq")),
+        }
     }
 
-    /// Retry topic (physical) of a logical input.
-    pub fn retry(&self, logical: &str) -> String {
-        self.physical(&format!("{logical}.retry"))
+    /// Retry topic (physical) of a logical input, if it has one.
+    pub fn retry(&self, logical: &str) -> Option<String> {
+        self.retries.get(logical).map(|r| self.physical(r))
+    }
+
+    /// The logical input a logical retry topic belongs to.
+    pub fn input_of_retry(&self, logical_retry: &str) -> Option<&str> {
+        self.retries.iter().find(|(_, r)| *r == logical_retry).map(|(i, _)| i.as_str())
     }
 
     /// Every physical topic the consumer subscribes to: inputs and their retry topics.
     pub fn subscriptions(&self) -> Vec<String> {
         let mut v: Vec<String> = self.inputs.iter().map(|t| self.physical(t)).collect();
-        v.extend(self.inputs.iter().map(|t| self.retry(t)));
+        v.extend(self.inputs.iter().filter_map(|t| self.retry(t)));
+        v
+    }
+
+    /// Physical internal topics with their cleanup policy and retention.
+    fn internal_topics(&self) -> Vec<(String, &'static str, Option<i64>)> {
+        let spec = |logical: &str, default: &'static str| match self.specs.get(logical) {
+            Some(s) => (self.physical(logical), s.cleanup_policy.as_kafka_str(), s.retention_ms),
+            None => (self.physical(logical), default, None),
+        };
+        let logical_changelog = self.logical(&self.changelog).to_string();
+        let mut v = vec![spec(&logical_changelog, "compact")];
+        v.extend(self.dlqs.values().map(|d| spec(d, "delete")));
+        v.extend(self.retries.values().map(|r| spec(r, "delete")));
         v
     }
 }
@@ -514,18 +584,21 @@ pub fn ensure_internal_topics(cfg: &RuntimeConfig, names: &TopicNames) -> Result
         }
     }
     let partitions = partitions.unwrap_or(1) as i32;
-    let mut wanted: Vec<(String, &'static str)> = vec![(names.changelog.clone(), "compact")];
-    for input in &names.inputs {
-        wanted.push((names.dlq(input), "delete"));
-        wanted.push((names.retry(input), "delete"));
-    }
+    let wanted = names.internal_topics();
     let admin: AdminClient<DefaultClientContext> =
         kafka::base(cfg).create().map_err(|e| RuntimeError::kafka("create admin client", e))?;
+    let retention: Vec<Option<String>> =
+        wanted.iter().map(|(_, _, r)| r.map(|ms| ms.to_string())).collect();
     let new_topics: Vec<NewTopic<'_>> = wanted
         .iter()
-        .map(|(name, cleanup)| {
-            NewTopic::new(name, partitions, TopicReplication::Fixed(-1))
-                .set("cleanup.policy", cleanup)
+        .zip(&retention)
+        .map(|((name, cleanup, _), retention)| {
+            let t = NewTopic::new(name, partitions, TopicReplication::Fixed(-1))
+                .set("cleanup.policy", cleanup);
+            match retention {
+                Some(ms) => t.set("retention.ms", ms),
+                None => t,
+            }
         })
         .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -611,7 +684,8 @@ impl<P: Processor> Core<P> {
             let (src_partition, src_offset) =
                 retry.as_ref().map(|r| (r.partition, r.offset)).unwrap_or((partition, offset));
             let max = self.cfg.retry.max_attempts;
-            if disposition == Disposition::Retry && attempt < max {
+            let has_retry = self.names.retry(&original_topic).is_some();
+            if disposition == Disposition::Retry && attempt < max && has_retry {
                 self.send_retry(
                     msg,
                     &original_topic,
@@ -621,8 +695,13 @@ impl<P: Processor> Core<P> {
                     &source,
                 )?;
             } else {
-                let class =
-                    if disposition == Disposition::Retry { "retries_exhausted" } else { class };
+                // Without a retry topic a not-ready record is dead-lettered at once, as
+                // `not_ready`; with one, only after the last attempt.
+                let class = if disposition == Disposition::Retry && has_retry {
+                    "retries_exhausted"
+                } else {
+                    class
+                };
                 self.send_dlq(
                     msg,
                     &original_topic,
@@ -838,7 +917,9 @@ impl<P: Processor> Core<P> {
             .insert(text(headers::RETRY_NOT_BEFORE, &due.to_string()))
             .insert(text(headers::SOURCE, source))
             .insert(text(headers::TXN, &txn_id));
-        let retry = self.names.retry(topic);
+        let retry = self.names.retry(topic).ok_or_else(|| {
+            RuntimeError::Config(format!("{topic} has no retry topic in the topology"))
+        })?;
         self.send(&retry, Some(msg.partition()), msg.key(), msg.payload(), h)?;
         if let Some(t) = self.txn.as_mut() {
             *t.counts.retried.entry(topic.to_string()).or_default() += 1;
@@ -1180,10 +1261,7 @@ struct RetryInfo {
 
 impl RetryInfo {
     fn from_message(msg: &BorrowedMessage<'_>, names: &TopicNames, logical: &str) -> Option<Self> {
-        let base = logical.strip_suffix(".retry")?;
-        if !names.inputs.iter().any(|i| i == base) {
-            return None;
-        }
+        let base = names.input_of_retry(logical)?;
         let h = msg.headers()?;
         let get = |name: &str| {
             h.iter()
@@ -1282,8 +1360,37 @@ mod tests {
         assert_eq!(n.group, "t1.evalstream.nop");
         assert_eq!(n.changelog, "t1.evalstream.nop.changelog");
         assert_eq!(n.dlq("a"), "t1.a.dlq");
+        assert_eq!(n.retry("a").as_deref(), Some("t1.a.retry"));
+        assert_eq!(n.input_of_retry("b.retry"), Some("b"));
         assert_eq!(n.subscriptions(), vec!["t1.a", "t1.b", "t1.a.retry", "t1.b.retry"]);
         assert_eq!(n.logical("t1.a.retry"), "a.retry");
+    }
+
+    struct Named(&'static str, &'static str);
+    impl Processor for Named {
+        fn name(&self) -> &str {
+            self.0
+        }
+        fn inputs(&self) -> Vec<String> {
+            vec![self.1.into()]
+        }
+        fn process(&mut self, _: &Input<'_>, _: &mut Context<'_>) -> Result<(), ProcessError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn names_of_a_declared_processor_come_from_the_topology() {
+        let cfg = RuntimeConfig { topic_prefix: "p.".into(), ..RuntimeConfig::default() };
+        let n = TopicNames::new(&cfg, &Named("totals", "totals.input"));
+        assert_eq!(n.group, "p.evalstream.totals");
+        assert_eq!(n.changelog, "p.evalstream.totals.changelog");
+        assert_eq!(n.retry("totals.input").as_deref(), Some("p.totals.input.retry"));
+        // audit-chain declares no retry topic: none is subscribed or created.
+        let a = TopicNames::new(&cfg, &Named("audit-chain", "audit.events"));
+        assert_eq!(a.retry("audit.events"), None);
+        assert_eq!(a.subscriptions(), vec!["p.audit.events"]);
+        assert!(a.internal_topics().iter().all(|(t, _, _)| !t.ends_with(".retry")));
     }
 
     #[test]

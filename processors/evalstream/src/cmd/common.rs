@@ -23,7 +23,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use evalstream_runtime::config::RuntimeConfig;
-use evalstream_runtime::kafka;
+use evalstream_runtime::kafka::{self, ReaderContext};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{Client, ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -132,7 +132,7 @@ fn kafka_err(context: &'static str) -> impl FnOnce(KafkaError) -> ReadError {
 /// its end (unless following). It commits nothing and joins no group, so operator commands and
 /// tests can read any topic without disturbing the processors' progress.
 pub struct TopicReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ReaderContext>,
     topic: String,
     /// Assigned partitions that have not reached their end yet.
     pending: BTreeSet<i32>,
@@ -146,9 +146,9 @@ impl TopicReader {
     /// Looks up the topic and assigns the selected partitions at their start offsets.
     pub fn open(cfg: &RuntimeConfig, topic: &str, opts: &ReadOptions) -> Result<Self, ReadError> {
         // An offset beyond the end must be an error, not a silent rewind to the beginning.
-        let consumer: BaseConsumer = kafka::reader(cfg)
+        let consumer: BaseConsumer<ReaderContext> = kafka::reader(cfg)
             .set("auto.offset.reset", "error")
-            .create()
+            .create_with_context(ReaderContext)
             .map_err(kafka_err("creating a reader"))?;
         let all = partition_ids(consumer.client(), topic)?
             .ok_or_else(|| ReadError::TopicNotFound(topic.to_string()))?;
@@ -170,20 +170,24 @@ impl TopicReader {
         let mut pending = BTreeSet::new();
         let mut tpl = TopicPartitionList::new();
         for p in selected {
-            let start = match opts.start {
-                StartAt::End if opts.follow => Offset::End,
-                StartAt::End => continue,
-                StartAt::Beginning => {
-                    // Watermarks only tell empty from non-empty here (see the module docs).
-                    let (low, high) = consumer
-                        .fetch_watermarks(topic, p, METADATA_TIMEOUT)
-                        .map_err(kafka_err("reading watermarks"))?;
-                    if high <= low && !opts.follow {
-                        continue;
-                    }
-                    Offset::Beginning
+            if opts.start == StartAt::End {
+                if !opts.follow {
+                    continue;
                 }
-                StartAt::Offset(o) => Offset::Offset(o),
+                tpl.add_partition_offset(topic, p, Offset::End)
+                    .map_err(kafka_err("building the assignment"))?;
+                pending.insert(p);
+                continue;
+            }
+            // The high watermark only tells empty from non-empty (see the module docs); the low
+            // one is exact and keeps a start below it (records removed by retention) in range.
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, METADATA_TIMEOUT)
+                .map_err(kafka_err("reading watermarks"))?;
+            let start = match opts.start {
+                StartAt::Beginning if high <= low && !opts.follow => continue,
+                StartAt::Offset(o) => Offset::Offset(o.max(low)),
+                StartAt::Beginning | StartAt::End => Offset::Offset(low),
             };
             tpl.add_partition_offset(topic, p, start)
                 .map_err(kafka_err("building the assignment"))?;

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use evalstream_runtime::codec::{avro_to_json, Codec};
 use evalstream_runtime::config::RuntimeConfig;
-use evalstream_runtime::kafka;
+use evalstream_runtime::kafka::{self, ReaderContext};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -165,7 +165,8 @@ fn consume_group(
         .set("auto.offset.reset", if args.from_beginning { "earliest" } else { "latest" })
         .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
         .set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = client.create().context("creating the consumer")?;
+    let consumer: BaseConsumer<ReaderContext> =
+        client.create_with_context(ReaderContext).context("creating the consumer")?;
     consumer.subscribe(&[topic]).context("subscribing")?;
     let timeout = Duration::from_millis(args.timeout_ms);
     // Before the first assignment we also wait for the group join.

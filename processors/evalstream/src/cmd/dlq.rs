@@ -45,6 +45,7 @@ use evalstream_runtime::config::RuntimeConfig;
 use evalstream_runtime::headers::{self as h, coordinate};
 use evalstream_runtime::kafka;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde::Serialize;
@@ -546,18 +547,25 @@ fn requeue(cfg: &RuntimeConfig, args: &RequeueArgs) -> anyhow::Result<ExitCode> 
                     }
                 }
                 Err(e) => {
-                    let abort = producer.abort_transaction(TXN_TIMEOUT);
                     writeln!(
                         out,
                         "requeued {requeued}, skipped {skipped} (already requeued), failed {}",
                         failed + (todo.len() as u64 - requeued)
                     )?;
-                    if let Err(a) = abort {
+                    if is_fenced(&e) {
+                        // The newer run owns the transactional id now; aborting is its business.
+                        return Err(e.context(format!(
+                            "another `evalstream dlq requeue` of {dlq} started and fenced this \
+                             one after {requeued} record(s); once it has finished, re-run to \
+                             requeue anything it did not select"
+                        )));
+                    }
+                    if let Err(a) = producer.abort_transaction(TXN_TIMEOUT) {
                         eprintln!("evalstream: aborting the transaction failed too: {a}");
                     }
                     return Err(e.context(format!(
-                        "requeue stopped; the {requeued} record(s) listed above were requeued, \
-                         the rest were not (re-run to continue)"
+                        "requeue stopped after {requeued} record(s) (listed above); re-run to \
+                         requeue the rest"
                     )));
                 }
             }
@@ -577,6 +585,20 @@ fn requeue(cfg: &RuntimeConfig, args: &RequeueArgs) -> anyhow::Result<ExitCode> 
     };
     writeln!(out, "{summary}")?;
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Whether `e` says a newer producer with our transactional id took over.
+fn is_fenced(e: &anyhow::Error) -> bool {
+    e.chain().filter_map(|c| c.downcast_ref::<KafkaError>()).any(|k| {
+        matches!(
+            k.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+            )
+        )
+    })
 }
 
 /// One transaction: every record of the batch and its ledger entry, or none of them.

@@ -1,4 +1,5 @@
 //! One module per subcommand.
+pub mod audit;
 pub mod bench;
 pub mod common;
 pub mod consume;
@@ -6,4 +7,5 @@ pub mod dlq;
 pub mod jsonl;
 pub mod produce;
 pub mod run;
+pub mod signers;
 pub mod topology;

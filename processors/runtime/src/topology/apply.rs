@@ -254,7 +254,7 @@ fn apply_blocking(
         .map_err(TopologyError::Runtime)?;
     let admin: Admin = admin_cfg
         .create()
-        .map_err(|source| TopologyError::Kafka { context: "creating the admin client", source })?;
+        .map_err(|error| TopologyError::Kafka { context: "creating the admin client", error })?;
     let opts = AdminOptions::new()
         .request_timeout(Some(REQUEST_TIMEOUT))
         .operation_timeout(Some(REQUEST_TIMEOUT));
@@ -370,7 +370,7 @@ async fn bounded<T>(
 ) -> Result<T, TopologyError> {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(source)) => Err(TopologyError::Kafka { context, source }),
+        Ok(Err(error)) => Err(TopologyError::Kafka { context, error }),
         Err(_) => Err(TopologyError::Timeout { context, after: CALL_TIMEOUT }),
     }
 }
@@ -381,7 +381,7 @@ fn fetch_metadata(admin: &Admin) -> Result<HashMap<String, Observed>, TopologyEr
     let metadata = admin
         .inner()
         .fetch_metadata(None, METADATA_TIMEOUT)
-        .map_err(|source| TopologyError::Kafka { context: "reading cluster metadata", source })?;
+        .map_err(|error| TopologyError::Kafka { context: "reading cluster metadata", error })?;
     Ok(metadata
         .topics()
         .iter()

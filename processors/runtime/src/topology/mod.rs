@@ -52,26 +52,28 @@ const BUNDLED_ORIGIN: &str = "bundled topology/topology.toml";
 pub const RAW_SCHEMA: &str = "raw";
 
 /// Errors of loading, validating and applying a topology.
+///
+/// Each variant puts its cause into its own message instead of exposing it as `source()`:
+/// callers print errors with their chain (`{:#}`), and librdkafka's errors already repeat their
+/// code in their own chain, so a `source()` here would print the same words three times.
 #[derive(Debug, Error)]
 pub enum TopologyError {
     /// The topology file could not be read.
-    #[error("reading topology {}: {source}", path.display())]
+    #[error("reading topology {}: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The document is not valid TOML or does not match the format (unknown keys included); the
     /// message names the key and line.
-    #[error("parsing {origin}: {source}")]
+    #[error("parsing {origin}: {error}")]
     Parse {
         /// Where the document came from (a path, or the bundled file).
         origin: String,
         /// The TOML error, with line and column.
-        #[source]
-        source: toml::de::Error,
+        error: toml::de::Error,
     },
     /// The document parsed but breaks one or more rules; every broken rule is listed.
     #[error("{origin}: {} problem(s):{}", violations.len(), list(violations))]
@@ -82,13 +84,12 @@ pub enum TopologyError {
         violations: Vec<Violation>,
     },
     /// A Kafka admin or metadata call failed.
-    #[error("kafka {context}: {source}")]
+    #[error("kafka {context}: {error}")]
     Kafka {
         /// What `apply` was doing.
         context: &'static str,
         /// The client error.
-        #[source]
-        source: KafkaError,
+        error: KafkaError,
     },
     /// A Kafka call did not answer in time (the broker is unreachable or overloaded).
     #[error("kafka {context}: no answer within {after:?}")]
@@ -100,7 +101,7 @@ pub enum TopologyError {
     },
     /// The small runtime that drives the admin client could not be started.
     #[error("starting the admin client runtime: {0}")]
-    Runtime(#[source] std::io::Error),
+    Runtime(std::io::Error),
 }
 
 fn list(violations: &[Violation]) -> String {
@@ -254,7 +255,7 @@ impl Topology {
     /// Loads and validates a topology file.
     pub fn load(path: &Path) -> Result<Self, TopologyError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|source| TopologyError::Read { path: path.to_path_buf(), source })?;
+            .map_err(|error| TopologyError::Read { path: path.to_path_buf(), error })?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -265,7 +266,7 @@ impl Topology {
 
     fn parse(text: &str, origin: &str) -> Result<Self, TopologyError> {
         let doc: Document = toml::from_str(text)
-            .map_err(|source| TopologyError::Parse { origin: origin.to_string(), source })?;
+            .map_err(|error| TopologyError::Parse { origin: origin.to_string(), error })?;
         let topology = doc.resolve();
         topology.checked(origin)
     }
@@ -335,12 +336,6 @@ impl Topology {
             })
             .collect();
         Topology { topics, processors }.checked(&format!("topology with topic prefix {prefix:?}"))
-    }
-
-    /// The processors that consume `topic` (as an input; retry topics count for their input).
-    pub fn consumers_of(&self, topic: &str) -> impl Iterator<Item = &ProcessorSpec> {
-        let topic = topic.to_string();
-        self.processors.iter().filter(move |p| p.inputs.iter().any(|i| i.topic == topic))
     }
 
     /// Names of all topics, for quick membership tests.

@@ -1,0 +1,14 @@
+//! # evalstream-audit
+//!
+//! The tamper-evident audit log, Kafka-native: events from `audit.events` are canonicalized
+//! (RFC 8785), hash-chained per partition, summarized by RFC 6962 Merkle trees in signed
+//! checkpoints on `audit.chain`, and verified by `audit-verifier` and `evalstream audit verify`.
+//! The exact byte formats are specified in `docs/audit-chain.md`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod canonical;
+pub mod chain;
+pub mod merkle;
+pub mod registry;
+pub mod signer;
