@@ -117,7 +117,7 @@ fn bad_records_are_dead_lettered_with_reasons_and_requeue_round_trips() {
     let dlq = it::read_topic(&format!("{prefix}totals.input.dlq"));
     let mut found: BTreeMap<(i32, i64), String> = BTreeMap::new();
     for r in &dlq {
-        assert_eq!(r.header_str(headers::ERR_TOPIC), Some("totals.input"));
+        assert_eq!(r.header_str(headers::ERR_TOPIC), Some(input.as_str()));
         assert_eq!(r.header_str(headers::ERR_PROCESSOR), Some("totals"));
         assert!(r.header_str(headers::ERR_MESSAGE).is_some_and(|m| !m.is_empty()));
         assert!(r.header_str(headers::ERR_TIMESTAMP).is_some());
@@ -197,7 +197,7 @@ fn bad_records_are_dead_lettered_with_reasons_and_requeue_round_trips() {
                 || r.key.as_deref() == Some(&b"bad-extra"[..])
         );
         assert!(r.header(headers::ERR_CLASS).is_none());
-        let src = headers::coordinate("totals.input", r.partition, r.offset);
+        let src = headers::coordinate(&input, r.partition, r.offset);
         let n =
             outputs.iter().filter(|o| o.header_str(headers::SOURCE) == Some(src.as_str())).count();
         assert_eq!(n, 1, "requeued record {src} processed exactly once");

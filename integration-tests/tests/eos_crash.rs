@@ -55,7 +55,7 @@ fn totals_stay_exact_when_instances_are_killed() {
     let inputs = producer.join().expect("producer thread");
     assert_eq!(inputs.len() as u64, RECORDS);
 
-    eos::wait_caught_up(&prefix, Duration::from_secs(300));
+    eos::wait_committed(&prefix, &eos::next_offsets_of(&inputs), Duration::from_secs(300));
     for i in instances.iter_mut() {
         i.stop();
     }

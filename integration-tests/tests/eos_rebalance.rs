@@ -38,7 +38,7 @@ fn joining_instance_takes_partitions_without_loss_or_duplication() {
     second.start();
 
     let inputs = producer.join().expect("producer");
-    eos::wait_caught_up(&prefix, Duration::from_secs(180));
+    eos::wait_committed(&prefix, &eos::next_offsets_of(&inputs), Duration::from_secs(180));
     assert!(first.running() && second.running(), "no instance may exit during a rebalance");
     first.stop();
     second.stop();

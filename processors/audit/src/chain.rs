@@ -1,1 +1,348 @@
-//! (being implemented)
+//! The per-partition audit hash chain (version 1): event → canonical bytes → entry hash.
+//!
+//! ```text
+//!  audit.events[p] record (Avro evalstream.audit.AuditEvent)
+//!        │ AuditEventJson::from_avro
+//!        ▼
+//!  {"actor","event_id","occurred_at","payload": <payload parsed>,"subject","type"}
+//!        │ RFC 8785 (canonical.rs)
+//!        ▼
+//!  canonical bytes ──► entry_hash = SHA-256( ENTRY_TAG ‖ prev_hash ‖ u64_be(seq)
+//!                                            ‖ u64_be(len(canonical)) ‖ canonical )
+//!
+//!  prev_hash of seq 0 = genesis_hash(p) = SHA-256( GENESIS_TAG ‖ u32_be(p) )
+//! ```
+//!
+//! Why each piece (the normative text is `docs/audit-chain.md`):
+//! - the version tag separates this hash from every other SHA-256 in the system and lets a
+//!   future v2 coexist without ambiguity; its trailing NUL ends the tag unambiguously;
+//! - the sequence number makes gaps and reordering visible even where a forger could recompute
+//!   hashes, and the explicit length makes the encoding injective (no two different
+//!   (seq, canonical) pairs hash the same input bytes);
+//! - the genesis hash binds a chain to its partition, so a chain cannot be replayed as another
+//!   partition's;
+//! - the payload enters as parsed JSON, not as the producer's string, so two producers that
+//!   format the same details differently (spacing, key order, `1.0` vs `1`) chain the same bytes.
+
+use apache_avro::types::Value;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::canonical::{self, CanonicalError, Node};
+use crate::merkle::Hash;
+use crate::records::{self, RecordError};
+
+/// Domain-separation and version tag hashed first into every entry hash (26 bytes, NUL
+/// terminated).
+pub const ENTRY_TAG: &[u8] = b"evalstream.audit.entry.v1\0";
+
+/// Tag of the genesis hash, the `prev_hash` of sequence 0 (28 bytes, NUL terminated).
+pub const GENESIS_TAG: &[u8] = b"evalstream.audit.genesis.v1\0";
+
+/// Largest sequence number: the records carry it as an Avro `long`.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
+/// Largest `|occurred_at|` in milliseconds: JavaScript's `Number.MAX_SAFE_INTEGER` (2^53 - 1).
+/// Beyond it the canonical JSON number would not be the exact value (about 285,000 years from
+/// 1970, so only corrupt data gets there).
+pub const MAX_OCCURRED_AT_MS: i64 = (1 << 53) - 1;
+
+/// Full name of the input schema.
+pub const AUDIT_EVENT_SCHEMA: &str = "evalstream.audit.AuditEvent";
+
+/// The member names of an audit event's JSON form, which are the field names of
+/// `evalstream.audit.AuditEvent` (`schemas/evalstream/audit/AuditEvent.avsc`).
+pub const EVENT_FIELDS: [&str; 6] =
+    ["event_id", "type", "actor", "subject", "occurred_at", "payload"];
+
+/// Why an event cannot be chained or a chain cannot grow. Event errors are data errors (the
+/// processor dead-letters the record); [`ChainError::SequenceExhausted`] is fatal.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ChainError {
+    /// The record is not a well-formed `evalstream.audit.AuditEvent`.
+    #[error("audit event: {0}")]
+    Record(#[from] RecordError),
+    /// `payload` is not a JSON document with a canonical form.
+    #[error("audit event payload: {0}")]
+    Payload(#[from] CanonicalError),
+    /// `occurred_at` is beyond [`MAX_OCCURRED_AT_MS`].
+    #[error("occurred_at {0} ms is beyond ±(2^53 - 1) and has no exact JSON number")]
+    OccurredAtOutOfRange(i64),
+    /// The chain reached [`MAX_SEQ`].
+    #[error("the chain of partition {partition} has no sequence number left")]
+    SequenceExhausted {
+        /// The chain's partition.
+        partition: u32,
+    },
+}
+
+/// An audit event as the chain sees it: the fields of `evalstream.audit.AuditEvent`, with the
+/// payload still the producer's JSON text. [`AuditEventJson::canonical_bytes`] turns it into the
+/// bytes that are hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEventJson {
+    /// `event_id`: unique id, the deduplication key.
+    pub event_id: String,
+    /// `type`: dotted event type, e.g. `audit.emergency_signer`.
+    pub event_type: String,
+    /// `actor`: who caused the event.
+    pub actor: String,
+    /// `subject`: what the event is about.
+    pub subject: String,
+    /// `occurred_at`: milliseconds since the Unix epoch, UTC.
+    pub occurred_at: i64,
+    /// `payload`: the event details as JSON text, exactly as produced.
+    pub payload: String,
+}
+
+impl AuditEventJson {
+    /// From the Avro value the runtime's codec decodes from `audit.events` (a record with the
+    /// fields of [`EVENT_FIELDS`]; `occurred_at` as `timestamp-millis` or `long`). A field the
+    /// chain does not know is an error, not silently left out of the hash: adding a field to the
+    /// schema needs a new chain version.
+    pub fn from_avro(value: &Value) -> Result<AuditEventJson, ChainError> {
+        let fields = records::record_fields(value, AUDIT_EVENT_SCHEMA)?;
+        records::reject_unknown(fields, &EVENT_FIELDS)?;
+        Ok(AuditEventJson {
+            event_id: records::get_string(fields, "event_id")?,
+            event_type: records::get_string(fields, "type")?,
+            actor: records::get_string(fields, "actor")?,
+            subject: records::get_string(fields, "subject")?,
+            occurred_at: records::get_long(fields, "occurred_at")?,
+            payload: records::get_string(fields, "payload")?,
+        })
+    }
+
+    /// From the record's JSON form, as `evalstream consume --format json` writes it and the
+    /// parity vectors store it: an object with exactly the members of [`EVENT_FIELDS`],
+    /// `occurred_at` an integer and `payload` a string holding JSON.
+    pub fn from_json(value: &serde_json::Value) -> Result<AuditEventJson, ChainError> {
+        let obj = value.as_object().ok_or(RecordError::WrongType {
+            field: AUDIT_EVENT_SCHEMA.to_string(),
+            expected: "object",
+        })?;
+        if let Some(unknown) = obj.keys().find(|k| !EVENT_FIELDS.contains(&k.as_str())) {
+            return Err(RecordError::UnknownField(unknown.clone()).into());
+        }
+        let string = |name: &'static str| -> Result<String, ChainError> {
+            match obj.get(name) {
+                None => Err(RecordError::MissingField(name.to_string()).into()),
+                Some(serde_json::Value::String(s)) => Ok(s.clone()),
+                Some(_) => {
+                    Err(RecordError::WrongType { field: name.to_string(), expected: "string" }
+                        .into())
+                }
+            }
+        };
+        let occurred_at = match obj.get("occurred_at") {
+            None => return Err(RecordError::MissingField("occurred_at".to_string()).into()),
+            Some(v) => v.as_i64().ok_or(RecordError::WrongType {
+                field: "occurred_at".to_string(),
+                expected: "integer milliseconds",
+            })?,
+        };
+        Ok(AuditEventJson {
+            event_id: string("event_id")?,
+            event_type: string("type")?,
+            actor: string("actor")?,
+            subject: string("subject")?,
+            occurred_at,
+            payload: string("payload")?,
+        })
+    }
+
+    /// The record's JSON form (payload as a string), the inverse of
+    /// [`AuditEventJson::from_json`].
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "event_id": self.event_id,
+            "type": self.event_type,
+            "actor": self.actor,
+            "subject": self.subject,
+            "occurred_at": self.occurred_at,
+            "payload": self.payload,
+        })
+    }
+
+    /// The canonical bytes that are hashed: RFC 8785 of
+    /// `{"event_id","type","actor","subject","occurred_at","payload"}` where `occurred_at` is a
+    /// JSON number and `payload` is the payload text parsed strictly as JSON (any JSON value).
+    pub fn canonical_bytes(&self) -> Result<Vec<u8>, ChainError> {
+        if !(-MAX_OCCURRED_AT_MS..=MAX_OCCURRED_AT_MS).contains(&self.occurred_at) {
+            return Err(ChainError::OccurredAtOutOfRange(self.occurred_at));
+        }
+        let payload = canonical::parse(&self.payload)?;
+        let mut members = vec![
+            ("event_id".to_string(), Node::String(self.event_id.clone())),
+            ("type".to_string(), Node::String(self.event_type.clone())),
+            ("actor".to_string(), Node::String(self.actor.clone())),
+            ("subject".to_string(), Node::String(self.subject.clone())),
+            // Exact: |occurred_at| <= 2^53 - 1 was checked above.
+            ("occurred_at".to_string(), Node::Number(self.occurred_at as f64)),
+            ("payload".to_string(), payload),
+        ];
+        members.sort_by(|a, b| canonical::cmp_utf16(&a.0, &b.0));
+        let mut out = Vec::with_capacity(self.payload.len() + 160);
+        canonical::write_node(&mut out, &Node::Object(members));
+        Ok(out)
+    }
+}
+
+/// The canonical bytes of an audit event (see [`AuditEventJson::canonical_bytes`]).
+pub fn event_canonical_bytes(event: &AuditEventJson) -> Result<Vec<u8>, ChainError> {
+    event.canonical_bytes()
+}
+
+/// `SHA-256(GENESIS_TAG ‖ u32_be(partition))`: the `prev_hash` of the first entry of the chain
+/// of `partition`.
+pub fn genesis_hash(partition: u32) -> Hash {
+    let mut h = Sha256::new();
+    h.update(GENESIS_TAG);
+    h.update(partition.to_be_bytes());
+    h.finalize().into()
+}
+
+/// `SHA-256(ENTRY_TAG ‖ prev_hash ‖ u64_be(seq) ‖ u64_be(len(canonical)) ‖ canonical)`.
+pub fn entry_hash(prev_hash: &Hash, seq: u64, canonical: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update(ENTRY_TAG);
+    h.update(prev_hash);
+    h.update(seq.to_be_bytes());
+    h.update((canonical.len() as u64).to_be_bytes());
+    h.update(canonical);
+    h.finalize().into()
+}
+
+/// What [`ChainHead::append`] chained: the new entry's sequence number, the hash it links to and
+/// its own hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendedEntry {
+    /// Sequence number of the new entry (0 for the first).
+    pub seq: u64,
+    /// The previous entry's hash (the genesis hash for sequence 0).
+    pub prev_hash: Hash,
+    /// The new entry's hash, now the chain head.
+    pub entry_hash: Hash,
+}
+
+/// The tip of one partition's chain: all the state needed to append the next entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    /// The `audit.chain` (and `audit.events`) partition this chain belongs to.
+    pub partition: u32,
+    /// Sequence number the next entry gets (= number of entries so far).
+    pub next_seq: u64,
+    /// Hash of the last entry, or the genesis hash while the chain is empty.
+    pub head_hash: Hash,
+}
+
+impl ChainHead {
+    /// The empty chain of `partition`.
+    pub fn genesis(partition: u32) -> ChainHead {
+        ChainHead { partition, next_seq: 0, head_hash: genesis_hash(partition) }
+    }
+
+    /// Chains `canonical` (an event's canonical bytes) as the next entry and advances the head.
+    pub fn append(&mut self, canonical: &[u8]) -> Result<AppendedEntry, ChainError> {
+        let seq = self.next_seq;
+        if seq > MAX_SEQ {
+            return Err(ChainError::SequenceExhausted { partition: self.partition });
+        }
+        let prev_hash = self.head_hash;
+        let hash = entry_hash(&prev_hash, seq, canonical);
+        self.next_seq = seq + 1; // seq <= i64::MAX, no overflow
+        self.head_hash = hash;
+        Ok(AppendedEntry { seq, prev_hash, entry_hash: hash })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> AuditEventJson {
+        AuditEventJson {
+            event_id: "e-1".into(),
+            event_type: "eval.promotion_denied".into(),
+            actor: "policy".into(),
+            subject: "model-7".into(),
+            occurred_at: 1_700_000_000_123,
+            payload: r#"{ "reason" : "risk", "score": 0.50, "tags": ["a","b"] }"#.into(),
+        }
+    }
+
+    #[test]
+    fn canonical_form_of_an_event() {
+        assert_eq!(
+            String::from_utf8(event().canonical_bytes().unwrap()).unwrap(),
+            r#"{"actor":"policy","event_id":"e-1","occurred_at":1700000000123,"payload":{"reason":"risk","score":0.5,"tags":["a","b"]},"subject":"model-7","type":"eval.promotion_denied"}"#
+        );
+    }
+
+    #[test]
+    fn bad_payloads_and_times_are_errors() {
+        let mut e = event();
+        e.payload = r#"{"a":1,"a":2}"#.into();
+        assert!(matches!(e.canonical_bytes(), Err(ChainError::Payload(_))));
+        e.payload = String::new();
+        assert!(matches!(e.canonical_bytes(), Err(ChainError::Payload(_))));
+        e.payload = "null".into();
+        assert!(e.canonical_bytes().is_ok());
+        e.occurred_at = MAX_OCCURRED_AT_MS + 1;
+        assert_eq!(e.canonical_bytes(), Err(ChainError::OccurredAtOutOfRange(1 << 53)));
+        e.occurred_at = -MAX_OCCURRED_AT_MS;
+        assert!(e.canonical_bytes().is_ok());
+    }
+
+    #[test]
+    fn json_and_avro_forms() {
+        let e = event();
+        assert_eq!(AuditEventJson::from_json(&e.to_json()).unwrap(), e);
+        let avro = Value::Record(vec![
+            ("event_id".into(), Value::String(e.event_id.clone())),
+            ("type".into(), Value::String(e.event_type.clone())),
+            ("actor".into(), Value::String(e.actor.clone())),
+            ("subject".into(), Value::String(e.subject.clone())),
+            ("occurred_at".into(), Value::TimestampMillis(e.occurred_at)),
+            ("payload".into(), Value::String(e.payload.clone())),
+        ]);
+        assert_eq!(AuditEventJson::from_avro(&avro).unwrap(), e);
+
+        let mut extra = e.to_json();
+        extra["severity"] = serde_json::json!("high");
+        assert!(AuditEventJson::from_json(&extra).is_err());
+        let mut missing = e.to_json();
+        missing.as_object_mut().unwrap().remove("actor");
+        assert!(AuditEventJson::from_json(&missing).is_err());
+        let mut object_payload = e.to_json();
+        object_payload["payload"] = serde_json::json!({"a": 1});
+        assert!(AuditEventJson::from_json(&object_payload).is_err());
+        let mut float_time = e.to_json();
+        float_time["occurred_at"] = serde_json::json!(1.5);
+        assert!(AuditEventJson::from_json(&float_time).is_err());
+        if let Value::Record(mut f) = avro {
+            f.push(("severity".into(), Value::String("high".into())));
+            assert!(AuditEventJson::from_avro(&Value::Record(f)).is_err());
+        }
+        assert!(AuditEventJson::from_avro(&Value::Null).is_err());
+    }
+
+    #[test]
+    fn chain_links_and_counts() {
+        let mut head = ChainHead::genesis(3);
+        assert_eq!(head.head_hash, genesis_hash(3));
+        assert_ne!(genesis_hash(3), genesis_hash(4));
+        let a = head.append(b"{}").unwrap();
+        let b = head.append(b"[]").unwrap();
+        assert_eq!((a.seq, b.seq), (0, 1));
+        assert_eq!(a.prev_hash, genesis_hash(3));
+        assert_eq!(b.prev_hash, a.entry_hash);
+        assert_eq!(head.head_hash, b.entry_hash);
+        assert_eq!(head.next_seq, 2);
+        assert_eq!(b.entry_hash, entry_hash(&a.entry_hash, 1, b"[]"));
+
+        let mut last = ChainHead { partition: 0, next_seq: MAX_SEQ, head_hash: [0; 32] };
+        assert!(last.append(b"1").is_ok());
+        assert_eq!(last.append(b"2"), Err(ChainError::SequenceExhausted { partition: 0 }));
+    }
+}

@@ -9,6 +9,8 @@
 
 pub mod canonical;
 pub mod chain;
+pub mod checkpoint;
 pub mod merkle;
+pub mod records;
 pub mod registry;
 pub mod signer;

@@ -1,1 +1,875 @@
-//! (being implemented)
+//! The signer registry, `signers.json`: which public key verifies which checkpoint.
+//!
+//! ```text
+//!   checkpoint { kid, time, signature } ──► Registry::key_for(kid, time)
+//!        unknown kid ─────────────────────────────► unknown_signer
+//!        revoked (compromised) ───────────────────► signature_invalid
+//!        time outside [valid_from, valid_to) ─────► signature_invalid
+//!        else verify(signature) ── mismatch ──────► signature_invalid
+//!                               └─ ok ────────────► ok
+//! ```
+//!
+//! Rotation runs in dual mode: [`Registry::rotate`] retires the active key of the new key's kind
+//! with `valid_to = at` and makes the new key active from `at`, so checkpoints made before `at`
+//! verify with the old key and later ones with the new key. Windows are half-open:
+//! `valid_from <= time < valid_to`.
+//!
+//! Revocation means compromise: whoever holds a revoked key can sign any bytes, including a
+//! checkpoint that claims an old time, so a revoked key verifies **nothing**, whatever the
+//! checkpoint's time. (A key that is merely no longer used is *retired*, not revoked.) Its
+//! checkpoints report `signature_invalid`; the hashes still verify, and the next checkpoint signed
+//! with a trusted key covers every entry before it, because a checkpoint's Merkle root commits to
+//! the whole chain. The revocation time is recorded for the operators' timeline.
+//!
+//! The file format, with an example, is in `docs/signing.md`.
+
+pub mod rfc3339;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use p256::ecdsa::VerifyingKey;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::signer::{validate_kid, SignerKind, VerifyError, ALGORITHM_ECDSA_P256_SHA256};
+use rfc3339::{format_rfc3339_ms, parse_rfc3339_ms};
+
+/// The `version` this code reads and writes. A file with another version is refused rather than
+/// half-understood.
+pub const REGISTRY_VERSION: u32 = 1;
+
+/// Where a key is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignerStatus {
+    /// The current key of its kind; verifies from `valid_from` on (until `valid_to` if set).
+    Active,
+    /// Replaced by a newer key; still verifies checkpoints inside its window.
+    Retired,
+    /// Compromised; verifies nothing.
+    Revoked,
+}
+
+impl SignerStatus {
+    /// The name used in `signers.json` and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignerStatus::Active => "active",
+            SignerStatus::Retired => "retired",
+            SignerStatus::Revoked => "revoked",
+        }
+    }
+}
+
+impl std::fmt::Display for SignerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What is wrong with a registry file, an edit, or a key lookup.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}", path = path.display())]
+    Io {
+        /// The registry file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid registry; `path` names it when it came from a file.
+    #[error("{}{reason}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    Invalid {
+        /// The registry file, if any.
+        path: Option<PathBuf>,
+        /// What is wrong, naming the kid where there is one.
+        reason: String,
+    },
+    /// No key with this kid is registered (verifier status `unknown_signer`).
+    #[error("unknown signer kid {0:?}: not in the signer registry")]
+    UnknownKid(String),
+    /// The key was revoked: it verifies nothing (verifier status `signature_invalid`).
+    #[error("signer {kid:?} was revoked at {}: its signatures are not trusted", format_rfc3339_ms(*revoked_at_ms))]
+    Revoked {
+        /// The revoked kid.
+        kid: String,
+        /// When it was revoked.
+        revoked_at_ms: i64,
+    },
+    /// The time is outside the key's validity window (verifier status `signature_invalid`).
+    #[error(
+        "signer {kid:?} is not valid at {}: its window is [{}, {})",
+        format_rfc3339_ms(*at_ms),
+        format_rfc3339_ms(*valid_from_ms),
+        valid_to_ms.map(format_rfc3339_ms).unwrap_or_else(|| "open".into())
+    )]
+    OutsideValidity {
+        /// The kid.
+        kid: String,
+        /// The checkpoint's time.
+        at_ms: i64,
+        /// Start of the window (inclusive).
+        valid_from_ms: i64,
+        /// End of the window (exclusive), if any.
+        valid_to_ms: Option<i64>,
+    },
+    /// An edit that the registry's rules forbid (duplicate kid, second active key, ...).
+    #[error("{0}")]
+    Rejected(String),
+}
+
+impl RegistryError {
+    fn invalid(reason: impl Into<String>) -> RegistryError {
+        RegistryError::Invalid { path: None, reason: reason.into() }
+    }
+
+    fn in_file(self, file: &Path) -> RegistryError {
+        match self {
+            RegistryError::Invalid { path: None, reason } => {
+                RegistryError::Invalid { path: Some(file.to_path_buf()), reason }
+            }
+            other => other,
+        }
+    }
+}
+
+/// Why a checkpoint signature was not accepted, with the verifier status it maps to.
+#[derive(Debug, Error)]
+pub enum SignatureCheckError {
+    /// No usable key: unknown, revoked, or outside its window.
+    #[error(transparent)]
+    Key(RegistryError),
+    /// The key is fine and the signature does not verify with it.
+    #[error("signature by {kid:?} does not verify: {source}")]
+    Signature {
+        /// The kid.
+        kid: String,
+        /// Why.
+        source: VerifyError,
+    },
+}
+
+impl SignatureCheckError {
+    /// The `audit.verifications` status: `unknown_signer` when the registry does not know the
+    /// kid (add the key to fix it), `signature_invalid` for everything else (the signature is not
+    /// trustworthy).
+    pub fn status(&self) -> &'static str {
+        match self {
+            SignatureCheckError::Key(RegistryError::UnknownKid(_)) => "unknown_signer",
+            _ => "signature_invalid",
+        }
+    }
+}
+
+/// One key in the registry. Built with [`SignerEntry::new`]; the registry changes status and
+/// windows through [`Registry::rotate`] and [`Registry::revoke`].
+#[derive(Debug, Clone)]
+pub struct SignerEntry {
+    kid: String,
+    algorithm: String,
+    public_key_pem: String,
+    valid_from_ms: i64,
+    valid_to_ms: Option<i64>,
+    status: SignerStatus,
+    kind: SignerKind,
+    note: Option<String>,
+    revoked_at_ms: Option<i64>,
+    key: VerifyingKey,
+}
+
+impl SignerEntry {
+    /// A new active entry for a P-256 public key (SPKI DER or PEM), valid from `valid_from_ms`
+    /// with an open end. The key is stored as canonical PEM.
+    pub fn new(
+        kid: impl Into<String>,
+        kind: SignerKind,
+        public_key: &[u8],
+        valid_from_ms: i64,
+    ) -> Result<SignerEntry, RegistryError> {
+        let kid = kid.into();
+        validate_kid(&kid).map_err(RegistryError::invalid)?;
+        let key = crate::signer::verify::parse_public_key(public_key)
+            .map_err(|e| RegistryError::invalid(format!("signer {kid:?}: {e}")))?;
+        let public_key_pem = crate::signer::verify::pem_of(&key)
+            .map_err(|e| RegistryError::invalid(format!("signer {kid:?}: {e}")))?;
+        Ok(SignerEntry {
+            kid,
+            algorithm: ALGORITHM_ECDSA_P256_SHA256.to_string(),
+            public_key_pem,
+            valid_from_ms,
+            valid_to_ms: None,
+            status: SignerStatus::Active,
+            kind,
+            note: None,
+            revoked_at_ms: None,
+            key,
+        })
+    }
+
+    /// Attaches a free-text note (who added the key, the ticket, the KMS key ARN).
+    pub fn with_note(mut self, note: impl Into<String>) -> SignerEntry {
+        self.note = Some(note.into());
+        self
+    }
+
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+    /// The signature algorithm ([`ALGORITHM_ECDSA_P256_SHA256`]).
+    pub fn algorithm(&self) -> &str {
+        &self.algorithm
+    }
+    /// The public key, SPKI PEM.
+    pub fn public_key_pem(&self) -> &str {
+        &self.public_key_pem
+    }
+    /// Start of the validity window (inclusive), ms since the epoch.
+    pub fn valid_from_ms(&self) -> i64 {
+        self.valid_from_ms
+    }
+    /// End of the validity window (exclusive), if any.
+    pub fn valid_to_ms(&self) -> Option<i64> {
+        self.valid_to_ms
+    }
+    /// Active, retired or revoked.
+    pub fn status(&self) -> SignerStatus {
+        self.status
+    }
+    /// KMS, local key or proxy.
+    pub fn kind(&self) -> SignerKind {
+        self.kind
+    }
+    /// The free-text note.
+    pub fn note(&self) -> Option<&str> {
+        self.note.as_deref()
+    }
+    /// When the key was revoked, for revoked keys.
+    pub fn revoked_at_ms(&self) -> Option<i64> {
+        self.revoked_at_ms
+    }
+
+    /// Whether `at_ms` is inside `[valid_from, valid_to)`.
+    pub fn covers(&self, at_ms: i64) -> bool {
+        at_ms >= self.valid_from_ms && self.valid_to_ms.is_none_or(|to| at_ms < to)
+    }
+
+    /// Verifies a DER ECDSA signature over SHA-256(`message`) with this key (no status or window
+    /// check: use [`Registry::verify`] for checkpoints).
+    pub fn verify(&self, message: &[u8], der_signature: &[u8]) -> Result<(), VerifyError> {
+        crate::signer::verify::verify_with(&self.key, message, der_signature)
+    }
+
+    fn to_file(&self) -> EntryFile {
+        EntryFile {
+            kid: self.kid.clone(),
+            algorithm: self.algorithm.clone(),
+            public_key: self.public_key_pem.clone(),
+            valid_from: format_rfc3339_ms(self.valid_from_ms),
+            valid_to: self.valid_to_ms.map(format_rfc3339_ms),
+            status: self.status,
+            kind: self.kind,
+            note: self.note.clone(),
+            revoked_at: self.revoked_at_ms.map(format_rfc3339_ms),
+        }
+    }
+
+    fn from_file(file: EntryFile) -> Result<SignerEntry, RegistryError> {
+        let kid = file.kid;
+        let at = |field: &str, text: &str| {
+            parse_rfc3339_ms(text)
+                .map_err(|e| RegistryError::invalid(format!("signer {kid:?}: {field}: {e}")))
+        };
+        if file.algorithm != ALGORITHM_ECDSA_P256_SHA256 {
+            return Err(RegistryError::invalid(format!(
+                "signer {kid:?}: algorithm {:?} is not supported (expected {ALGORITHM_ECDSA_P256_SHA256})",
+                file.algorithm
+            )));
+        }
+        let valid_from_ms = at("valid_from", &file.valid_from)?;
+        let valid_to_ms = file.valid_to.as_deref().map(|t| at("valid_to", t)).transpose()?;
+        let revoked_at_ms = file.revoked_at.as_deref().map(|t| at("revoked_at", t)).transpose()?;
+        let mut entry =
+            SignerEntry::new(kid.clone(), file.kind, file.public_key.as_bytes(), valid_from_ms)?;
+        entry.valid_to_ms = valid_to_ms;
+        entry.status = file.status;
+        entry.note = file.note;
+        entry.revoked_at_ms = revoked_at_ms;
+        entry.check()?;
+        Ok(entry)
+    }
+
+    /// The rules every entry obeys on load and after every edit.
+    fn check(&self) -> Result<(), RegistryError> {
+        let kid = &self.kid;
+        if let Some(to) = self.valid_to_ms {
+            if to <= self.valid_from_ms {
+                return Err(RegistryError::invalid(format!(
+                    "signer {kid:?}: valid_to {} is not after valid_from {}",
+                    format_rfc3339_ms(to),
+                    format_rfc3339_ms(self.valid_from_ms)
+                )));
+            }
+        }
+        match (self.status, self.revoked_at_ms) {
+            (SignerStatus::Revoked, None) => {
+                Err(RegistryError::invalid(format!("signer {kid:?}: revoked without revoked_at")))
+            }
+            (SignerStatus::Active | SignerStatus::Retired, Some(_)) => Err(RegistryError::invalid(
+                format!("signer {kid:?}: revoked_at is set but the status is {}", self.status),
+            )),
+            (SignerStatus::Retired, _) if self.valid_to_ms.is_none() => {
+                Err(RegistryError::invalid(format!(
+                    "signer {kid:?}: a retired key needs valid_to (the end of its use)"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The on-disk form of an entry.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryFile {
+    kid: String,
+    algorithm: String,
+    public_key: String,
+    valid_from: String,
+    valid_to: Option<String>,
+    status: SignerStatus,
+    kind: SignerKind,
+    #[serde(default)]
+    note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revoked_at: Option<String>,
+}
+
+/// The on-disk form of the registry.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    version: u32,
+    signers: Vec<EntryFile>,
+}
+
+/// The signer registry: every key that ever signed checkpoints, with its window and status.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    entries: Vec<SignerEntry>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Reads and validates `path`; errors name the file and the offending kid.
+    pub fn load(path: &Path) -> Result<Registry, RegistryError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| RegistryError::Io { path: path.to_path_buf(), source })?;
+        Registry::from_json(&text).map_err(|e| e.in_file(path))
+    }
+
+    /// Parses and validates a registry document.
+    pub fn from_json(text: &str) -> Result<Registry, RegistryError> {
+        let file: RegistryFile = serde_json::from_str(text)
+            .map_err(|e| RegistryError::invalid(format!("not a signer registry: {e}")))?;
+        if file.version != REGISTRY_VERSION {
+            return Err(RegistryError::invalid(format!(
+                "registry version {} is not supported (this build reads version {REGISTRY_VERSION})",
+                file.version
+            )));
+        }
+        let entries =
+            file.signers.into_iter().map(SignerEntry::from_file).collect::<Result<Vec<_>, _>>()?;
+        let registry = Registry { entries };
+        registry.check()?;
+        Ok(registry)
+    }
+
+    /// Registry-wide rules: unique kids, at most one active key per kind.
+    fn check(&self) -> Result<(), RegistryError> {
+        let mut kids = HashSet::new();
+        let mut active = std::collections::HashMap::new();
+        for entry in &self.entries {
+            if !kids.insert(entry.kid.as_str()) {
+                return Err(RegistryError::invalid(format!("duplicate kid {:?}", entry.kid)));
+            }
+            if entry.status == SignerStatus::Active {
+                if let Some(other) = active.insert(entry.kind, entry.kid.as_str()) {
+                    return Err(RegistryError::invalid(format!(
+                        "two active {} keys, {other:?} and {:?}: at most one key per kind is active \
+                         (retire one with `evalstream signers rotate`)",
+                        entry.kind, entry.kid
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The document as pretty JSON with a trailing newline, entries in registry order.
+    pub fn to_json(&self) -> String {
+        let file = RegistryFile {
+            version: REGISTRY_VERSION,
+            signers: self.entries.iter().map(SignerEntry::to_file).collect(),
+        };
+        // Serializing plain strings and enums cannot fail.
+        let mut text = serde_json::to_string_pretty(&file).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    /// Writes the registry to `path` atomically: a temporary file in the same directory, flushed
+    /// to disk, then renamed over `path`, so readers see the old or the new file, never half.
+    pub fn save(&self, path: &Path) -> Result<(), RegistryError> {
+        let io = |source| RegistryError::Io { path: path.to_path_buf(), source };
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "signers.json".into());
+        let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&temp)?;
+            file.write_all(self.to_json().as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&temp, path)?;
+            // Make the rename durable; not every platform can open a directory, so best effort.
+            if let Ok(dir) = std::fs::File::open(&dir) {
+                let _ = dir.sync_all();
+            }
+            Ok(())
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&temp);
+            io(e)
+        })
+    }
+
+    /// Every entry, in registry order.
+    pub fn entries(&self) -> &[SignerEntry] {
+        &self.entries
+    }
+
+    /// The entry with this kid, whatever its status.
+    pub fn get(&self, kid: &str) -> Option<&SignerEntry> {
+        self.entries.iter().find(|e| e.kid == kid)
+    }
+
+    /// The active key of `kind`, if any.
+    pub fn active(&self, kind: SignerKind) -> Option<&SignerEntry> {
+        self.entries.iter().find(|e| e.kind == kind && e.status == SignerStatus::Active)
+    }
+
+    /// The key that verifies a checkpoint signed by `kid` at `at_ms`: known, not revoked, and
+    /// valid at that time.
+    pub fn key_for(&self, kid: &str, at_ms: i64) -> Result<&SignerEntry, RegistryError> {
+        let entry = self.get(kid).ok_or_else(|| RegistryError::UnknownKid(kid.to_string()))?;
+        if entry.status == SignerStatus::Revoked {
+            return Err(RegistryError::Revoked {
+                kid: kid.to_string(),
+                revoked_at_ms: entry.revoked_at_ms.unwrap_or(entry.valid_from_ms),
+            });
+        }
+        if !entry.covers(at_ms) {
+            return Err(RegistryError::OutsideValidity {
+                kid: kid.to_string(),
+                at_ms,
+                valid_from_ms: entry.valid_from_ms,
+                valid_to_ms: entry.valid_to_ms,
+            });
+        }
+        Ok(entry)
+    }
+
+    /// Checks a checkpoint signature: [`key_for`](Self::key_for), then the signature.
+    /// `algorithm` is the one the checkpoint names; it must match the key's.
+    pub fn verify(
+        &self,
+        kid: &str,
+        algorithm: &str,
+        at_ms: i64,
+        message: &[u8],
+        der_signature: &[u8],
+    ) -> Result<&SignerEntry, SignatureCheckError> {
+        let entry = self.key_for(kid, at_ms).map_err(SignatureCheckError::Key)?;
+        if algorithm != entry.algorithm {
+            return Err(SignatureCheckError::Signature {
+                kid: kid.to_string(),
+                source: VerifyError::UnsupportedAlgorithm(algorithm.to_string()),
+            });
+        }
+        entry
+            .verify(message, der_signature)
+            .map_err(|source| SignatureCheckError::Signature { kid: kid.to_string(), source })?;
+        Ok(entry)
+    }
+
+    fn insert(&mut self, entry: SignerEntry) -> Result<(), RegistryError> {
+        entry.check().map_err(|e| RegistryError::Rejected(e.to_string()))?;
+        if self.get(&entry.kid).is_some() {
+            return Err(RegistryError::Rejected(format!(
+                "kid {:?} is already registered",
+                entry.kid
+            )));
+        }
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// Adds a key. An active key is refused when its kind already has one (use
+    /// [`rotate`](Self::rotate)); a retired entry (a historical key) is always accepted.
+    pub fn add(&mut self, entry: SignerEntry) -> Result<(), RegistryError> {
+        if entry.status == SignerStatus::Active {
+            if let Some(current) = self.active(entry.kind) {
+                return Err(RegistryError::Rejected(format!(
+                    "{} key {:?} is already active; use `evalstream signers rotate` to replace it",
+                    entry.kind, current.kid
+                )));
+            }
+        }
+        self.insert(entry)
+    }
+
+    /// Dual-mode rotation at `at_ms`: the active key of `new`'s kind (if any) becomes retired with
+    /// `valid_to = at_ms`, and `new` becomes active from `at_ms`. Returns the retired kid.
+    pub fn rotate(
+        &mut self,
+        new: SignerEntry,
+        at_ms: i64,
+    ) -> Result<Option<String>, RegistryError> {
+        let mut new = new;
+        new.status = SignerStatus::Active;
+        new.valid_from_ms = at_ms;
+        new.valid_to_ms = None;
+        new.revoked_at_ms = None;
+        if self.get(&new.kid).is_some() {
+            return Err(RegistryError::Rejected(format!(
+                "kid {:?} is already registered",
+                new.kid
+            )));
+        }
+        let old = self
+            .entries
+            .iter()
+            .position(|e| e.kind == new.kind && e.status == SignerStatus::Active);
+        if let Some(index) = old {
+            let current = &self.entries[index];
+            if at_ms <= current.valid_from_ms {
+                return Err(RegistryError::Rejected(format!(
+                    "rotation time {} is not after the start of {:?} ({})",
+                    format_rfc3339_ms(at_ms),
+                    current.kid,
+                    format_rfc3339_ms(current.valid_from_ms)
+                )));
+            }
+            if current.valid_to_ms.is_some_and(|to| to < at_ms) {
+                return Err(RegistryError::Rejected(format!(
+                    "{:?} already ended at {}; rotating at {} would leave a gap",
+                    current.kid,
+                    format_rfc3339_ms(current.valid_to_ms.unwrap_or_default()),
+                    format_rfc3339_ms(at_ms)
+                )));
+            }
+        }
+        let retired = old.map(|index| {
+            let current = &mut self.entries[index];
+            current.status = SignerStatus::Retired;
+            current.valid_to_ms = Some(at_ms);
+            current.kid.clone()
+        });
+        if let Err(e) = self.insert(new) {
+            // Undo the retirement: an edit either happens whole or not at all.
+            if let Some(index) = old {
+                let current = &mut self.entries[index];
+                current.status = SignerStatus::Active;
+                current.valid_to_ms = None;
+            }
+            return Err(e);
+        }
+        Ok(retired)
+    }
+
+    /// Revokes `kid` at `at_ms` (the key is compromised): from now on it verifies nothing, for
+    /// any checkpoint time. Revoking twice is refused so the recorded time stays the first one.
+    pub fn revoke(&mut self, kid: &str, at_ms: i64) -> Result<(), RegistryError> {
+        let entry = self
+            .entries
+            .iter_mut()
+            .find(|e| e.kid == kid)
+            .ok_or_else(|| RegistryError::UnknownKid(kid.to_string()))?;
+        if entry.status == SignerStatus::Revoked {
+            return Err(RegistryError::Rejected(format!(
+                "{kid:?} is already revoked (at {})",
+                format_rfc3339_ms(entry.revoked_at_ms.unwrap_or_default())
+            )));
+        }
+        entry.status = SignerStatus::Revoked;
+        entry.revoked_at_ms = Some(at_ms);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p256::ecdsa::signature::Signer as _;
+    use p256::ecdsa::{Signature, SigningKey};
+    use p256::pkcs8::{EncodePublicKey, LineEnding};
+
+    const T0: i64 = 1_763_458_200_000; // 2025-11-18T09:30:00Z
+    const HOUR: i64 = 3_600_000;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_slice(&[seed; 32]).unwrap()
+    }
+
+    fn pem(seed: u8) -> String {
+        key(seed).verifying_key().to_public_key_pem(LineEnding::LF).unwrap()
+    }
+
+    fn entry(kid: &str, seed: u8, from: i64) -> SignerEntry {
+        SignerEntry::new(kid, SignerKind::Kms, pem(seed).as_bytes(), from).unwrap()
+    }
+
+    fn sig(seed: u8, message: &[u8]) -> Vec<u8> {
+        let s: Signature = key(seed).sign(message);
+        s.to_der().as_bytes().to_vec()
+    }
+
+    const ALG: &str = ALGORITHM_ECDSA_P256_SHA256;
+
+    #[test]
+    fn windows_are_half_open() {
+        let mut registry = Registry::new();
+        registry.add(entry("a", 1, T0)).unwrap();
+        registry.rotate(entry("b", 2, 0), T0 + HOUR).unwrap();
+        assert!(matches!(
+            registry.key_for("a", T0 - 1),
+            Err(RegistryError::OutsideValidity { .. })
+        ));
+        assert_eq!(registry.key_for("a", T0).unwrap().kid(), "a");
+        assert_eq!(registry.key_for("a", T0 + HOUR - 1).unwrap().kid(), "a");
+        assert!(matches!(
+            registry.key_for("a", T0 + HOUR),
+            Err(RegistryError::OutsideValidity { .. })
+        ));
+        assert_eq!(registry.key_for("b", T0 + HOUR).unwrap().kid(), "b");
+        assert_eq!(registry.key_for("b", i64::MAX).unwrap().kid(), "b");
+        assert!(matches!(registry.key_for("nobody", T0), Err(RegistryError::UnknownKid(_))));
+    }
+
+    #[test]
+    fn rotation_runs_in_dual_mode() {
+        let mut registry = Registry::new();
+        registry.add(entry("a", 1, T0)).unwrap();
+        let at = T0 + 10 * HOUR;
+        assert_eq!(registry.rotate(entry("b", 2, 0), at).unwrap().as_deref(), Some("a"));
+        let a = registry.get("a").unwrap();
+        assert_eq!((a.status(), a.valid_to_ms()), (SignerStatus::Retired, Some(at)));
+        let b = registry.get("b").unwrap();
+        assert_eq!(
+            (b.status(), b.valid_from_ms(), b.valid_to_ms()),
+            (SignerStatus::Active, at, None)
+        );
+        // Old checkpoints verify with A, new ones with B; each key only inside its window.
+        registry.verify("a", ALG, at - 1, b"old", &sig(1, b"old")).unwrap();
+        registry.verify("b", ALG, at, b"new", &sig(2, b"new")).unwrap();
+        let late_a = registry.verify("a", ALG, at, b"late", &sig(1, b"late")).unwrap_err();
+        assert_eq!(late_a.status(), "signature_invalid");
+        let wrong_key = registry.verify("b", ALG, at, b"new", &sig(1, b"new")).unwrap_err();
+        assert_eq!(wrong_key.status(), "signature_invalid");
+        // With A removed from the registry its checkpoints are unknown_signer.
+        let mut without_a = Registry::new();
+        without_a.add(registry.get("b").unwrap().clone()).unwrap();
+        let err = without_a.verify("a", ALG, at - 1, b"old", &sig(1, b"old")).unwrap_err();
+        assert_eq!(err.status(), "unknown_signer");
+        // The rotated registry survives a save/load round trip unchanged.
+        let again = Registry::from_json(&registry.to_json()).unwrap();
+        assert_eq!(again.to_json(), registry.to_json());
+        again.verify("a", ALG, at - 1, b"old", &sig(1, b"old")).unwrap();
+    }
+
+    #[test]
+    fn rotation_is_refused_when_it_would_break_the_timeline() {
+        let mut registry = Registry::new();
+        registry.add(entry("a", 1, T0)).unwrap();
+        let err = registry.rotate(entry("b", 2, 0), T0).unwrap_err().to_string();
+        assert!(err.contains("not after the start"), "{err}");
+        let err = registry.rotate(entry("a", 2, 0), T0 + HOUR).unwrap_err().to_string();
+        assert!(err.contains("already registered"), "{err}");
+        // Nothing changed.
+        assert_eq!(registry.active(SignerKind::Kms).unwrap().kid(), "a");
+        assert_eq!(registry.entries().len(), 1);
+        // A first key of a kind can be "rotated in" without an old one.
+        let mut empty = Registry::new();
+        assert_eq!(empty.rotate(entry("first", 1, 0), T0).unwrap(), None);
+    }
+
+    #[test]
+    fn only_one_active_key_per_kind() {
+        let mut registry = Registry::new();
+        registry.add(entry("kms-a", 1, T0)).unwrap();
+        let err = registry.add(entry("kms-b", 2, T0)).unwrap_err().to_string();
+        assert!(err.contains("rotate"), "{err}");
+        let proxy = SignerEntry::new("proxy-a", SignerKind::Proxy, pem(3).as_bytes(), T0).unwrap();
+        registry.add(proxy).unwrap();
+        assert_eq!(registry.active(SignerKind::Proxy).unwrap().kid(), "proxy-a");
+    }
+
+    #[test]
+    fn a_revoked_key_verifies_nothing_at_any_time() {
+        let mut registry = Registry::new();
+        registry.add(entry("a", 1, T0)).unwrap();
+        registry.rotate(entry("b", 2, 0), T0 + HOUR).unwrap();
+        registry.revoke("a", T0 + 2 * HOUR).unwrap();
+        // Even a checkpoint from before the revocation, inside A's old window.
+        let err = registry.verify("a", ALG, T0 + 1, b"old", &sig(1, b"old")).unwrap_err();
+        assert!(matches!(err, SignatureCheckError::Key(RegistryError::Revoked { .. })));
+        assert_eq!(err.status(), "signature_invalid");
+        assert!(err.to_string().contains("revoked at 2025-11-18T11:30:00Z"), "{err}");
+        registry.verify("b", ALG, T0 + HOUR, b"new", &sig(2, b"new")).unwrap();
+        assert!(registry.revoke("a", T0 + 3 * HOUR).is_err());
+        assert!(matches!(registry.revoke("zzz", T0), Err(RegistryError::UnknownKid(_))));
+        let reloaded = Registry::from_json(&registry.to_json()).unwrap();
+        assert_eq!(reloaded.get("a").unwrap().revoked_at_ms(), Some(T0 + 2 * HOUR));
+        assert!(reloaded.to_json().contains("\"revoked_at\": \"2025-11-18T11:30:00Z\""));
+    }
+
+    #[test]
+    fn a_mismatching_algorithm_is_refused() {
+        let mut registry = Registry::new();
+        registry.add(entry("a", 1, T0)).unwrap();
+        let err = registry.verify("a", "RSASSA_PSS_SHA_256", T0, b"m", &sig(1, b"m")).unwrap_err();
+        assert_eq!(err.status(), "signature_invalid");
+    }
+
+    fn doc(signers: &str) -> String {
+        format!(r#"{{"version": 1, "signers": [{signers}]}}"#)
+    }
+
+    fn one(fields: &str) -> String {
+        let pem = serde_json::to_string(&pem(1)).unwrap();
+        doc(&format!(
+            r#"{{"kid": "a", "algorithm": "ECDSA_P256_SHA256", "public_key": {pem}, "kind": "kms", "note": null, {fields}}}"#
+        ))
+    }
+
+    #[test]
+    fn a_hand_written_file_loads() {
+        let text =
+            one(r#""valid_from": "2025-11-18T09:30:00Z", "valid_to": null, "status": "active""#);
+        let registry = Registry::from_json(&text).unwrap();
+        assert_eq!(registry.get("a").unwrap().valid_from_ms(), T0);
+    }
+
+    #[test]
+    fn bad_files_are_rejected_with_clear_errors() {
+        let cases: Vec<(String, &str)> = vec![
+            ("not json".into(), "not a signer registry"),
+            (r#"{"version": 2, "signers": []}"#.into(), "version 2 is not supported"),
+            (r#"{"version": 1, "signers": [], "extra": 1}"#.into(), "unknown field"),
+            (
+                one(r#""valid_from": "yesterday", "valid_to": null, "status": "active""#),
+                "valid_from",
+            ),
+            (
+                one(
+                    r#""valid_from": "2025-11-18T09:30:00Z", "valid_to": "2025-11-18T09:30:00Z", "status": "retired""#,
+                ),
+                "is not after valid_from",
+            ),
+            (
+                one(
+                    r#""valid_from": "2025-11-18T09:30:00Z", "valid_to": null, "status": "retired""#,
+                ),
+                "needs valid_to",
+            ),
+            (
+                one(
+                    r#""valid_from": "2025-11-18T09:30:00Z", "valid_to": null, "status": "revoked""#,
+                ),
+                "revoked_at",
+            ),
+            (
+                one(
+                    r#""valid_from": "2025-11-18T09:30:00Z", "valid_to": null, "status": "paused""#,
+                ),
+                "unknown variant",
+            ),
+            (
+                one(
+                    r#""valid_from": "2025-11-18T09:30:00Z", "valid_to": null, "status": "active", "colour": 1"#,
+                ),
+                "unknown field",
+            ),
+            (
+                doc(
+                    r#"{"kid": "a", "algorithm": "ECDSA_P256_SHA256", "public_key": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", "kind": "kms", "valid_from": "2025-11-18T09:30:00Z", "valid_to": null, "status": "active"}"#,
+                ),
+                "signer \"a\": unusable public key",
+            ),
+            (
+                one(
+                    r#""valid_from": "2025-11-18T09:30:00Z", "valid_to": null, "status": "active", "algorithm": "x""#,
+                ),
+                "duplicate field",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Registry::from_json(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        }
+        let e = |kid: &str, seed: u8, status: &str| {
+            let pem = serde_json::to_string(&pem(seed)).unwrap();
+            format!(
+                r#"{{"kid": "{kid}", "algorithm": "ECDSA_P256_SHA256", "public_key": {pem}, "kind": "kms", "valid_from": "2025-11-18T09:30:00Z", "valid_to": "2025-11-19T09:30:00Z", "status": "{status}"}}"#
+            )
+        };
+        let err = Registry::from_json(&doc(&format!(
+            "{},{}",
+            e("a", 1, "retired"),
+            e("a", 2, "retired")
+        )))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("duplicate kid \"a\""), "{err}");
+        let err =
+            Registry::from_json(&doc(&format!("{},{}", e("a", 1, "active"), e("b", 2, "active"))))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("two active kms keys"), "{err}");
+    }
+
+    #[test]
+    fn save_is_atomic_and_load_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("evalstream-registry-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("signers.json");
+        let mut registry = Registry::new();
+        registry.add(entry("a", 1, T0).with_note("ticket SEC-1")).unwrap();
+        registry.save(&path).unwrap();
+        let leftovers: Vec<_> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("signers.json")]);
+        let loaded = Registry::load(&path).unwrap();
+        assert_eq!(loaded.get("a").unwrap().note(), Some("ticket SEC-1"));
+        std::fs::write(&path, "{").unwrap();
+        let err = Registry::load(&path).unwrap_err().to_string();
+        assert!(err.starts_with(&path.display().to_string()), "{err}");
+        let err = Registry::load(&dir.join("missing.json")).unwrap_err().to_string();
+        assert!(err.contains("missing.json"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -667,8 +667,11 @@ impl<P: Processor> Core<P> {
         }
 
         self.begin_if_needed()?;
-        let original_topic =
-            retry.as_ref().map(|r| r.topic.clone()).unwrap_or_else(|| logical_consumed.clone());
+        // Headers name physical topics (what exists in Kafka); processors see logical names.
+        let original_topic = retry
+            .as_ref()
+            .map(|r| self.names.logical(&r.topic).to_string())
+            .unwrap_or_else(|| logical_consumed.clone());
         let attempt = retry.as_ref().map(|r| r.attempt).unwrap_or(1);
         if let Some(t) = self.txn.as_mut() {
             *t.counts.inputs.entry(original_topic.clone()).or_default() += 1;
@@ -676,7 +679,7 @@ impl<P: Processor> Core<P> {
 
         let source = match &retry {
             Some(r) => headers::coordinate(&r.topic, r.partition, r.offset),
-            None => headers::coordinate(&logical_consumed, partition, offset),
+            None => headers::coordinate(&physical, partition, offset),
         };
         let failure =
             self.process_one(msg, &original_topic, partition, offset, attempt, &source)?;
@@ -875,7 +878,7 @@ impl<P: Processor> Core<P> {
         let txn_id = self.txn.as_ref().map(|t| t.id.clone()).unwrap_or_default();
         let mut h = original_headers(msg);
         h = h
-            .insert(text(headers::ERR_TOPIC, topic))
+            .insert(text(headers::ERR_TOPIC, &self.names.physical(topic)))
             .insert(text(headers::ERR_PARTITION, &partition.to_string()))
             .insert(text(headers::ERR_OFFSET, &offset.to_string()))
             .insert(text(headers::ERR_PROCESSOR, self.processor.name()))
@@ -910,7 +913,7 @@ impl<P: Processor> Core<P> {
         let txn_id = self.txn.as_ref().map(|t| t.id.clone()).unwrap_or_default();
         let due = now_ms() + self.cfg.retry.backoff_ms(next_attempt) as i64;
         let h = original_headers(msg)
-            .insert(text(headers::RETRY_TOPIC, topic))
+            .insert(text(headers::RETRY_TOPIC, &self.names.physical(topic)))
             .insert(text(headers::RETRY_PARTITION, &partition.to_string()))
             .insert(text(headers::RETRY_OFFSET, &offset.to_string()))
             .insert(text(headers::RETRY_ATTEMPT, &next_attempt.to_string()))
@@ -1213,9 +1216,6 @@ pub fn restore_partition(
                     None => {
                         warn!(offset = m.offset(), "changelog record with a foreign key; ignored")
                     }
-                }
-                if m.offset() + 1 >= high {
-                    break;
                 }
             }
         }

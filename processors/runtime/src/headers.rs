@@ -3,6 +3,8 @@
 //! DLQ headers follow the conventions of Kafka Connect (`__connect.errors.*`) and Kafka Streams'
 //! KIP-1034 (`__streams.errors.*`), under our own `__evalstream.errors.` prefix so that a record
 //! that passed through several systems keeps every system's story. All values are UTF-8 text.
+//! Topic names in headers are physical names (with any configured `topic_prefix`): what an
+//! operator finds in the cluster.
 
 /// DLQ: topic the failed record was read from.
 pub const ERR_TOPIC: &str = "__evalstream.errors.topic";

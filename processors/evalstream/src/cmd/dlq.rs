@@ -43,7 +43,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use evalstream_runtime::config::RuntimeConfig;
 use evalstream_runtime::headers::{self as h, coordinate};
-use evalstream_runtime::kafka;
+use evalstream_runtime::kafka::{self, ReaderContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -470,7 +470,9 @@ fn requeue(cfg: &RuntimeConfig, args: &RequeueArgs) -> anyhow::Result<ExitCode> 
         Selection { offsets: args.offset.iter().copied().collect(), class: args.class.clone() };
 
     // Checked first so that a mistyped topic does not leave a ledger topic behind.
-    let meta: BaseConsumer = kafka::reader(cfg).create().context("creating a metadata client")?;
+    let meta: BaseConsumer<ReaderContext> = kafka::reader(cfg)
+        .create_with_context(ReaderContext)
+        .context("creating a metadata client")?;
     if partition_ids(meta.client(), &dlq)?.is_none() {
         bail!("DLQ topic {dlq} does not exist");
     }
