@@ -6,11 +6,16 @@
 #   deploy/local/moto.sh start     install if needed, start on 127.0.0.1:5000, wait until it answers HTTP
 #   deploy/local/moto.sh stop      stop the server this script started
 #   deploy/local/moto.sh status    exit 0 when the server answers HTTP
+#   deploy/local/moto.sh pause     freeze the server (SIGSTOP): a KMS outage that keeps every key
+#   deploy/local/moto.sh resume    unfreeze it (SIGCONT)
 #
 # Why moto: CreateKey with KeySpec ECC_NIST_P256, Sign (ECDSA_SHA_256, MessageType RAW) and
 # GetPublicKey behave like AWS KMS, so the signer runs the same aws-sdk-kms calls it makes in
-# production. moto keeps keys in memory only: a restart loses every key, which tests rely on
-# (each test creates its own key). Why a venv under the cache: the pinned version is installed
+# production. moto keeps keys in memory only and generates private keys at random, so a
+# stop/start loses every key for good (Sign then answers NotFoundException, a permanent failure).
+# To simulate an outage that KMS recovers from, use pause/resume: while paused, connections are
+# accepted by the kernel but never answered, so clients see timeouts, as in a real KMS outage.
+# Why a venv under the cache: the pinned version is installed
 # once per machine without touching the system Python, and repeated runs do not download again.
 #
 # Environment: EVALSTREAM_CACHE (default ~/.cache/evalstream) holds the venv; MOTO_PORT (default
@@ -75,6 +80,7 @@ start() {
 stop() {
     if [[ -f "$PID_FILE" ]]; then
         local pid; pid=$(cat "$PID_FILE")
+        kill -CONT "$pid" 2>/dev/null || true  # a paused server cannot act on SIGTERM
         if kill "$pid" 2>/dev/null; then
             for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
             kill -9 "$pid" 2>/dev/null || true
@@ -84,10 +90,18 @@ stop() {
     fi
 }
 
+signal() {
+    if [[ ! -f "$PID_FILE" ]]; then log "no moto_server started by this script on port $PORT"; exit 1; fi
+    kill "-$1" "$(cat "$PID_FILE")"
+    log "sent SIG$1 to pid $(cat "$PID_FILE")"
+}
+
 case "${1:-start}" in
     install) install ;;
     start) start ;;
     stop) stop ;;
     status) http_ok ;;
-    *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+    pause) signal STOP ;;
+    resume) signal CONT ;;
+    *) echo "usage: $0 install|start|stop|status|pause|resume" >&2; exit 2 ;;
 esac

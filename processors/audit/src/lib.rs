@@ -9,8 +9,11 @@
 
 pub mod canonical;
 pub mod chain;
+pub mod chain_processor;
 pub mod checkpoint;
 pub mod merkle;
 pub mod records;
 pub mod registry;
 pub mod signer;
+pub mod verify;
+pub mod verifier_processor;

@@ -283,6 +283,7 @@ struct Core<P: Processor> {
     fail_hits: u64,
     /// Current backoff after dependency failures; reset by a successful commit.
     backoff: Duration,
+    last_punctuate: Instant,
 }
 
 /// Producer context: logs delivery failures (the transaction commit then fails and is aborted).
@@ -427,6 +428,7 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
         fail_point: opts.fail_point,
         fail_hits: 0,
         backoff: Duration::ZERO,
+        last_punctuate: Instant::now(),
     }));
 
     let mut ccfg = kafka::eos_consumer(&cfg, &names.group);
@@ -484,6 +486,12 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
                 }
             }
             None => {}
+        }
+        if let Err(e) = c.punctuate_if_due() {
+            if let Some(e) = c.recover(&consumer, e) {
+                break Err(e);
+            }
+            continue;
         }
         let due = c.txn.as_ref().is_some_and(|t| {
             t.started.elapsed() >= interval || t.records >= c.cfg.commit_max_records
@@ -817,6 +825,60 @@ impl<P: Processor> Core<P> {
         }
     }
 
+    /// Runs [`Processor::punctuate`] for every assigned partition when its interval is due.
+    /// Outputs go into the open transaction; the partition's first input is marked touched so
+    /// the commit writes its progress marker (a transaction never carries outputs without one).
+    fn punctuate_if_due(&mut self) -> Result<(), RuntimeError> {
+        let Some(interval) = self.processor.punctuate_interval() else { return Ok(()) };
+        if self.last_punctuate.elapsed() < interval {
+            return Ok(());
+        }
+        self.last_punctuate = Instant::now();
+        let partitions: Vec<i32> = self.states.keys().copied().collect();
+        for p in partitions {
+            let state = self.states.entry(p).or_default();
+            state.begin_record();
+            let mut ctx = Context::new(state);
+            let result = self.processor.punctuate(p, &mut ctx);
+            let outputs = ctx.take_outputs();
+            if let Err(e) = result {
+                self.states.entry(p).or_default().rollback_record();
+                match e.disposition() {
+                    Disposition::Stop => return Err(RuntimeError::Processor(e)),
+                    _ => {
+                        warn!(partition = p, error = %e, "punctuation failed; will try again");
+                        continue;
+                    }
+                }
+            }
+            if outputs.is_empty() {
+                continue;
+            }
+            self.begin_if_needed()?;
+            let first_input = self.names.physical(&self.names.inputs[0]);
+            let source = headers::coordinate(&first_input, p, -1);
+            let txn_id = self.txn.as_ref().map(|t| t.id.clone()).unwrap_or_default();
+            for (index, out) in outputs.iter().enumerate() {
+                let physical = self.names.physical(&out.topic);
+                let bytes = self.codec.encode(&physical, &out.schema, &out.value).map_err(|e| {
+                    RuntimeError::Encode { topic: out.topic.clone(), message: e.to_string() }
+                })?;
+                let hdrs = output_headers(out, &source, &txn_id, index);
+                self.send(&physical, out.partition, out.key.as_deref(), Some(&bytes), hdrs)?;
+                if let Some(t) = self.txn.as_mut() {
+                    *t.counts.outputs.entry(out.topic.clone()).or_default() += 1;
+                }
+            }
+            let tp = (first_input, p);
+            if self.positions.get(&tp).is_some_and(|pos| pos.next.is_some()) {
+                if let Some(t) = self.txn.as_mut() {
+                    t.touched.insert(tp);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn begin_if_needed(&mut self) -> Result<(), RuntimeError> {
         if self.txn.is_none() {
             retry_txn_call("begin_transaction", || self.producer.begin_transaction())?;
@@ -1105,6 +1167,9 @@ impl<P: Processor> Core<P> {
     }
 
     fn drop_partitions(&mut self) {
+        for p in self.states.keys() {
+            self.processor.on_revoke(*p);
+        }
         self.states.clear();
         self.positions.clear();
         self.committed.clear();
@@ -1125,12 +1190,25 @@ impl<P: Processor> Core<P> {
             .map_err(|e| RuntimeError::kafka("committed offsets", e))?;
         let partitions: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         let mut markers: HashMap<(String, i32), i64> = HashMap::new();
+        let mut hints: HashMap<(String, i32), i64> = HashMap::new();
         for p in partitions {
-            let (state, m) = restore_partition(&self.cfg, &self.codec, &self.names.changelog, p)?;
-            self.states.insert(p, state);
+            let (mut state, m) =
+                restore_partition(&self.cfg, &self.codec, &self.names.changelog, p)?;
             for (topic, next) in m {
                 markers.insert((topic, p), next);
             }
+            let reader = crate::reader::TopicReader::new(&self.cfg, &self.codec);
+            let hint = self.processor.on_assign(p, &mut state, &reader).map_err(|e| {
+                RuntimeError::Restore {
+                    topic: self.names.changelog.clone(),
+                    partition: p,
+                    message: format!("processor restore: {e}"),
+                }
+            })?;
+            for (logical, next) in hint {
+                hints.insert((self.names.physical(&logical), p), next);
+            }
+            self.states.insert(p, state);
         }
         let elems: Vec<(String, i32)> =
             tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
@@ -1143,11 +1221,17 @@ impl<P: Processor> Core<P> {
                 });
             // Markers win: on a correct broker they equal the group offsets; on a broker that
             // exposes aborted transactions they are what the visible log proves.
-            let next = from_marker.or(from_group);
+            // A processor whose outputs prove more progress (its on_assign hint) moves the start
+            // forward, never back.
+            let from_outputs = hints.get(&(topic.clone(), partition)).copied();
+            let next = match (from_marker.or(from_group), from_outputs) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
             let pos = Position { next };
             tpl.set_partition_offset(&topic, partition, pos.as_offset())
                 .map_err(|e| RuntimeError::kafka("set start offset", e))?;
-            debug!(%topic, partition, ?from_marker, ?from_group, "start position");
+            debug!(%topic, partition, ?from_marker, ?from_group, ?from_outputs, "start position");
             self.positions.insert((topic.clone(), partition), pos);
             self.committed.insert((topic, partition), pos);
         }

@@ -133,4 +133,40 @@ pub trait Processor: Send + 'static {
     /// are rolled back; the record goes to the DLQ, the retry topic, or stops the processor
     /// according to [`ProcessError::disposition`].
     fn process(&mut self, input: &Input<'_>, ctx: &mut Context<'_>) -> Result<(), ProcessError>;
+
+    /// Called when `partition` is assigned, after the runtime restored its state from the
+    /// changelog and before any of its records are processed. A processor whose outputs carry
+    /// its progress (the audit chain resumes from the tail of `audit.chain`) reads them here,
+    /// rebuilds what it keeps outside `state`, and returns where each input should resume.
+    fn on_assign(
+        &mut self,
+        _partition: i32,
+        _state: &mut StateView,
+        _reader: &TopicReader<'_>,
+    ) -> Result<ResumeHint, ProcessError> {
+        Ok(ResumeHint::new())
+    }
+
+    /// Called when `partition` is revoked: drop whatever is kept for it outside `state`.
+    fn on_revoke(&mut self, _partition: i32) {}
+
+    /// How often [`Processor::punctuate`] runs; `None` (the default) never.
+    fn punctuate_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Periodic work per assigned partition that no input record triggers (e.g. signing
+    /// checkpoints left pending by a signer outage). Outputs go into the open transaction.
+    fn punctuate(&mut self, _partition: i32, _ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        Ok(())
+    }
 }
+
+/// Where a processor wants a partition to resume, as proven by its own outputs (see
+/// [`Processor::on_assign`]): logical input topic → next offset to process. The runtime starts at
+/// the larger of this and its progress marker, so a processor can only move the start forward.
+pub type ResumeHint = std::collections::BTreeMap<String, i64>;
+
+/// Read access to topics during [`Processor::on_assign`] (e.g. the tail of the processor's own
+/// output partition).
+pub use crate::reader::TopicReader;

@@ -52,6 +52,12 @@ pub const ENV_PROXY_URL: &str = "SIGNING_PROXY_URL";
 pub const ENV_PROXY_TOKEN: &str = "SIGNING_PROXY_TOKEN";
 /// Environment variable: the proxy key's kid; default is asked from the proxy (`GET /key`).
 pub const ENV_PROXY_KID: &str = "SIGNING_PROXY_KID";
+/// Environment variable: timeout of one signer call attempt in milliseconds (default 5000); the
+/// connect timeout is the smaller of this and 2000.
+pub const ENV_TIMEOUT_MS: &str = "AUDIT_SIGNING_TIMEOUT_MS";
+/// Environment variable: attempts per KMS call, the first included (default 3). The proxy is
+/// called once per `sign`; the processor's own retry of pending checkpoints covers both.
+pub const ENV_MAX_ATTEMPTS: &str = "AUDIT_SIGNING_MAX_ATTEMPTS";
 
 /// Why no signer could be set up. The messages are written for the operator reading the
 /// start-up log: they name the setting, the key and the underlying error.
@@ -130,7 +136,7 @@ pub enum SignerSetupError {
 
 /// Which signer to build and how, from environment variables (see the `ENV_*` constants) or
 /// set programmatically. [`SignerConfig::validate`] checks it without any network call.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct SignerConfig {
     /// `REQUIRE_KMS`: only a reachable KMS key may sign.
     pub require_kms: bool,
@@ -151,6 +157,29 @@ pub struct SignerConfig {
     pub proxy_token: Option<String>,
     /// `SIGNING_PROXY_KID`: the proxy key's kid (default asked from the proxy).
     pub proxy_kid: Option<String>,
+    /// `AUDIT_SIGNING_TIMEOUT_MS`: timeout of one call attempt (KMS and proxy).
+    pub timeout: Duration,
+    /// `AUDIT_SIGNING_MAX_ATTEMPTS`: attempts per KMS call, the first included.
+    pub max_attempts: u32,
+}
+
+impl Default for SignerConfig {
+    /// Nothing configured, `REQUIRE_KMS=false`, 5 s per attempt, 3 KMS attempts.
+    fn default() -> SignerConfig {
+        SignerConfig {
+            require_kms: false,
+            kms_key_id: None,
+            kms_region: None,
+            kms_endpoint_url: None,
+            kid: None,
+            key_file: None,
+            proxy_url: None,
+            proxy_token: None,
+            proxy_kid: None,
+            timeout: DEFAULT_CALL_TIMEOUT,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
 }
 
 impl std::fmt::Debug for SignerConfig {
@@ -166,7 +195,20 @@ impl std::fmt::Debug for SignerConfig {
             .field("proxy_url", &self.proxy_url)
             .field("proxy_token", &self.proxy_token.as_ref().map(|_| "<redacted>"))
             .field("proxy_kid", &self.proxy_kid)
+            .field("timeout", &self.timeout)
+            .field("max_attempts", &self.max_attempts)
             .finish()
+    }
+}
+
+/// Parses a positive integer setting bounded by `max` (a typo must not become 0 or forever).
+fn parse_count(name: &'static str, value: &str, max: u64) -> Result<u64, SignerSetupError> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(SignerSetupError::InvalidSetting {
+            name,
+            reason: format!("{value:?} is not a whole number from 1 to {max}"),
+        }),
     }
 }
 
@@ -209,6 +251,15 @@ impl SignerConfig {
             proxy_url: get(ENV_PROXY_URL),
             proxy_token: get(ENV_PROXY_TOKEN),
             proxy_kid: get(ENV_PROXY_KID),
+            timeout: match get(ENV_TIMEOUT_MS) {
+                Some(v) => Duration::from_millis(parse_count(ENV_TIMEOUT_MS, &v, 600_000)?),
+                None => DEFAULT_CALL_TIMEOUT,
+            },
+            max_attempts: match get(ENV_MAX_ATTEMPTS) {
+                // Bounded by 10, so the u64 → u32 conversion cannot fail.
+                Some(v) => u32::try_from(parse_count(ENV_MAX_ATTEMPTS, &v, 10)?).unwrap_or(1),
+                None => DEFAULT_MAX_ATTEMPTS,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -276,6 +327,15 @@ pub struct SignerChoice {
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// See [`DEFAULT_CONNECT_TIMEOUT`].
 pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default attempts per KMS call (the first one plus retries): enough to ride out one dropped
+/// connection, few enough that an outage is reported within seconds.
+pub(crate) const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+impl SignerConfig {
+    fn connect_timeout(&self) -> Duration {
+        self.timeout.min(DEFAULT_CONNECT_TIMEOUT)
+    }
+}
 
 /// Builds the signer `config` asks for, applying the policy in this module's doc. KMS keys are
 /// checked (DescribeKey + GetPublicKey) before they are accepted.
@@ -286,8 +346,8 @@ pub fn build_signer(config: &SignerConfig) -> Result<SignerChoice, SignerSetupEr
             url: url.clone(),
             kid: config.proxy_kid.clone(),
             token: config.proxy_token.clone(),
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            timeout: DEFAULT_CALL_TIMEOUT,
+            connect_timeout: config.connect_timeout(),
+            timeout: config.timeout,
         })?;
         let detail = format!("emergency signing proxy {} (kid {})", signer.url(), signer.kid());
         tracing::warn!(signer = %detail, "audit checkpoints are signed by the EMERGENCY signing proxy");
@@ -298,6 +358,9 @@ pub fn build_signer(config: &SignerConfig) -> Result<SignerChoice, SignerSetupEr
         kms.region = config.kms_region.clone();
         kms.endpoint_url = config.kms_endpoint_url.clone();
         kms.kid = config.kid.clone();
+        kms.connect_timeout = config.connect_timeout();
+        kms.attempt_timeout = config.timeout;
+        kms.max_attempts = config.max_attempts;
         let signer = KmsSigner::new(kms).map_err(|e| match e {
             SignerSetupError::KmsUnavailable { key_id, source, hint } if config.require_kms => {
                 SignerSetupError::KmsUnavailable { key_id, source, hint }
@@ -417,6 +480,21 @@ mod tests {
         assert_eq!(c.kms_endpoint_url.as_deref(), Some("http://kms"));
         assert_eq!(c.kms_region.as_deref(), Some("eu-west-1"));
         assert!(config(&[(ENV_KMS_KEY_ID, "k"), (ENV_SIGNER_KID, "a b")]).is_err());
+        assert_eq!((c.timeout, c.max_attempts), (DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_ATTEMPTS));
+    }
+
+    #[test]
+    fn timeouts_and_attempts_are_bounded() {
+        let c = config(&[(ENV_KEY_FILE, "k"), (ENV_TIMEOUT_MS, "800"), (ENV_MAX_ATTEMPTS, "1")])
+            .unwrap();
+        assert_eq!((c.timeout, c.max_attempts), (Duration::from_millis(800), 1));
+        assert_eq!(c.connect_timeout(), Duration::from_millis(800));
+        for (name, value) in
+            [(ENV_TIMEOUT_MS, "0"), (ENV_TIMEOUT_MS, "5s"), (ENV_MAX_ATTEMPTS, "11")]
+        {
+            let err = config(&[(ENV_KEY_FILE, "k"), (name, value)]).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
     }
 
     #[test]

@@ -34,16 +34,14 @@ use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType, MessageType, SigningAl
 use p256::ecdsa::VerifyingKey;
 
 use super::blocking::{in_async_runtime, off_async_runtime};
-use super::config::{SignerSetupError, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT};
+use super::config::{
+    SignerSetupError, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS,
+};
 use super::verify::{parse_public_key, spki_der_of, verify_with};
 use super::{derive_kid, validate_kid, SignError, Signer, SignerKind};
 
 /// The largest message KMS signs with `MessageType::Raw`.
 pub const KMS_MAX_RAW_MESSAGE: usize = 4096;
-
-/// Default attempts per KMS call (the first one plus retries): enough to ride out one dropped
-/// connection, few enough that an outage is reported within seconds.
-const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 /// First retry backoff; the SDK doubles it with jitter.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
@@ -129,8 +127,46 @@ impl Drop for KmsSigner {
     }
 }
 
-/// Maps an SDK error to a [`SignError`]: no answer or a 5xx-class answer is transient, a
-/// throttling answer is transient, any other answer is final.
+/// What went wrong with a KMS call, reduced to what the classification needs.
+#[derive(Debug, Clone, Copy)]
+enum Failure<'a> {
+    /// KMS answered with an error code and HTTP status.
+    Service { code: &'a str, status: u16 },
+    /// The request was invalid before it was sent (bad endpoint URL, ...).
+    UserDispatch,
+    /// The request could not be built: credentials or region missing.
+    Construction,
+    /// No usable answer: connection refused or reset, timeout, truncated response.
+    NoAnswer,
+}
+
+/// Failure classes, mapped one-to-one onto [`SignError`] variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Throttled,
+    Unavailable,
+    Rejected,
+}
+
+/// No answer or a 5xx-class answer is transient, a throttling answer is transient, any other
+/// answer (access denied, key disabled or missing, invalid state, bad request) is final.
+fn decide(failure: Failure<'_>) -> Class {
+    match failure {
+        Failure::Service { code, status } => {
+            if THROTTLING_CODES.contains(&code) || status == 429 {
+                Class::Throttled
+            } else if UNAVAILABLE_CODES.contains(&code) || status >= 500 {
+                Class::Unavailable
+            } else {
+                Class::Rejected
+            }
+        }
+        Failure::UserDispatch | Failure::Construction => Class::Rejected,
+        Failure::NoAnswer => Class::Unavailable,
+    }
+}
+
+/// Maps an SDK error to a [`SignError`] with the SDK's full error chain as the reason.
 fn classify<E>(
     context: String,
     error: SdkError<E, aws_sdk_kms::config::http::HttpResponse>,
@@ -139,25 +175,20 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let reason = DisplayErrorContext(&error).to_string();
-    match &error {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or_default();
-            let status = service.raw().status().as_u16();
-            if THROTTLING_CODES.contains(&code) || status == 429 {
-                SignError::Throttled { context, reason }
-            } else if UNAVAILABLE_CODES.contains(&code) || status >= 500 {
-                SignError::Unavailable { context, reason }
-            } else {
-                SignError::Rejected { context, reason }
-            }
-        }
-        SdkError::DispatchFailure(failure) if failure.is_user() => {
-            SignError::Rejected { context, reason }
-        }
-        // Credentials or request could not be built: the configuration is wrong.
-        SdkError::ConstructionFailure(_) => SignError::Rejected { context, reason },
-        // Timeouts, connection failures, truncated responses and future variants: try later.
-        _ => SignError::Unavailable { context, reason },
+    let failure = match &error {
+        SdkError::ServiceError(service) => Failure::Service {
+            code: service.err().code().unwrap_or_default(),
+            status: service.raw().status().as_u16(),
+        },
+        SdkError::DispatchFailure(failure) if failure.is_user() => Failure::UserDispatch,
+        SdkError::ConstructionFailure(_) => Failure::Construction,
+        // Timeouts, connection failures, truncated responses and future variants.
+        _ => Failure::NoAnswer,
+    };
+    match decide(failure) {
+        Class::Throttled => SignError::Throttled { context, reason },
+        Class::Unavailable => SignError::Unavailable { context, reason },
+        Class::Rejected => SignError::Rejected { context, reason },
     }
 }
 
@@ -413,6 +444,25 @@ impl Signer for KmsSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kms_answers_are_classified() {
+        let service = |code, status| decide(Failure::Service { code, status });
+        assert_eq!(service("ThrottlingException", 400), Class::Throttled);
+        assert_eq!(service("", 429), Class::Throttled);
+        assert_eq!(service("KMSInternalException", 500), Class::Unavailable);
+        assert_eq!(service("DependencyTimeoutException", 503), Class::Unavailable);
+        assert_eq!(service("KeyUnavailableException", 500), Class::Unavailable);
+        assert_eq!(service("", 502), Class::Unavailable);
+        assert_eq!(service("DisabledException", 400), Class::Rejected);
+        assert_eq!(service("KMSInvalidStateException", 400), Class::Rejected);
+        assert_eq!(service("NotFoundException", 400), Class::Rejected);
+        assert_eq!(service("AccessDeniedException", 400), Class::Rejected);
+        assert_eq!(service("InvalidKeyUsageException", 400), Class::Rejected);
+        assert_eq!(decide(Failure::NoAnswer), Class::Unavailable);
+        assert_eq!(decide(Failure::Construction), Class::Rejected);
+        assert_eq!(decide(Failure::UserDispatch), Class::Rejected);
+    }
 
     #[test]
     fn a_bad_endpoint_or_empty_key_is_a_setup_error_without_network() {

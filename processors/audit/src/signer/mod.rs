@@ -118,8 +118,9 @@ pub trait Signer: Send + Sync + fmt::Debug {
     /// Which kind of signer this is (KMS, local key, emergency proxy).
     fn kind(&self) -> SignerKind;
 
-    /// A DER-encoded ECDSA P-256 signature over SHA-256(`message`), verified against the
-    /// signer's public key before it is returned.
+    /// A DER-encoded ECDSA P-256 signature over SHA-256(`message`). Remote signers (KMS, proxy)
+    /// verify it against the key's public key before returning it; a local key signs correctly
+    /// by construction.
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError>;
 
     /// Whether the signer can sign now (KMS: DescribeKey + GetPublicKey; proxy: its key

@@ -1,0 +1,373 @@
+#![cfg(feature = "broker")]
+//! The AWS KMS signer against moto's server, a real implementation of the KMS API.
+//!
+//! `deploy/local/test.sh` starts moto (`deploy/local/moto.sh start`); `MOTO_URL` (default
+//! `http://127.0.0.1:5000`) points at it. An unreachable moto FAILS these tests instead of
+//! skipping them: a silently skipped signer test would hide a broken KMS path.
+//!
+//! Every test creates its own key, so tests never share state and moto needs no reset. moto
+//! wants credentials and a region but accepts any: the tests set dummy ones (`testing`) once,
+//! before any thread makes a request, and never send real credentials to it.
+
+use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use evalstream_audit::registry::{Registry, SignerEntry};
+use evalstream_audit::signer::kms::aws_sdk_kms;
+use evalstream_audit::signer::{
+    build_signer, verify_signature, KmsConfig, KmsSigner, SignError, Signer, SignerConfig,
+    SignerKind, SignerSetupError, ALGORITHM_ECDSA_P256_SHA256,
+};
+
+use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+
+const REGION: &str = "us-east-1";
+
+fn moto_url() -> String {
+    std::env::var("MOTO_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".into())
+}
+
+/// Dummy credentials for the SDK's default chain (environment first), set exactly once before
+/// any test touches the network, and a check that moto answers.
+fn setup() -> String {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        std::env::remove_var("AWS_SESSION_TOKEN");
+        std::env::set_var("AWS_REGION", REGION);
+    });
+    let url = moto_url();
+    let address = url.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let socket = address
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut all| all.next())
+        .unwrap_or_else(|| panic!("MOTO_URL {url:?} is not http://host:port"));
+    if let Err(e) = TcpStream::connect_timeout(&socket, Duration::from_secs(2)) {
+        panic!("moto is not reachable at {url} ({e}); start it with `deploy/local/moto.sh start`");
+    }
+    url
+}
+
+/// An SDK client straight at moto, for what the signer does not do (create keys).
+fn admin(runtime: &tokio::runtime::Runtime, url: &str) -> aws_sdk_kms::Client {
+    let _guard = runtime.enter();
+    let config = aws_sdk_kms::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(url)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .build();
+    aws_sdk_kms::Client::from_conf(config)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Creates a key on moto and returns its id.
+fn create_key(url: &str, spec: KeySpec, usage: KeyUsageType) -> String {
+    let runtime = runtime();
+    let client = admin(&runtime, url);
+    let out = runtime
+        .block_on(
+            client
+                .create_key()
+                .key_spec(spec)
+                .key_usage(usage)
+                .description("evalstream kms.rs")
+                .send(),
+        )
+        .expect("CreateKey on moto");
+    out.key_metadata().expect("key metadata").key_id().to_string()
+}
+
+/// The key's public key (SPKI DER) straight from the SDK, independent of the signer.
+fn public_key(url: &str, key_id: &str) -> Vec<u8> {
+    let runtime = runtime();
+    let client = admin(&runtime, url);
+    let out = runtime
+        .block_on(client.get_public_key().key_id(key_id).send())
+        .expect("GetPublicKey on moto");
+    out.public_key().expect("public key").as_ref().to_vec()
+}
+
+fn kms_config(url: &str, key_id: &str) -> KmsConfig {
+    let mut config = KmsConfig::new(key_id);
+    config.region = Some(REGION.into());
+    config.endpoint_url = Some(url.into());
+    config
+}
+
+/// A loopback port with nothing listening: connections are refused at once.
+fn dead_endpoint() -> String {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("http://127.0.0.1:{port}")
+}
+
+#[test]
+fn sign_with_kms_and_verify_with_the_public_key() {
+    let url = setup();
+    let key_id = create_key(&url, KeySpec::EccNistP256, KeyUsageType::SignVerify);
+    let signer = KmsSigner::new(kms_config(&url, &key_id)).unwrap();
+    signer.check().unwrap();
+    assert_eq!(signer.kind(), SignerKind::Kms);
+    assert_eq!(signer.algorithm(), ALGORITHM_ECDSA_P256_SHA256);
+    let der = public_key(&url, &key_id);
+    assert_eq!(signer.public_key_spki_der().unwrap(), der);
+    assert_eq!(signer.kid(), evalstream_audit::signer::derive_kid(SignerKind::Kms, &der));
+
+    let message = b"evalstream checkpoint\npartition 3\ntree_size 1000\n";
+    let signature = signer.sign(message).unwrap();
+    verify_signature(ALGORITHM_ECDSA_P256_SHA256, &der, message, &signature).unwrap();
+    assert!(verify_signature(ALGORITHM_ECDSA_P256_SHA256, &der, b"forged", &signature).is_err());
+
+    // The registry verifies it too, inside the key's window.
+    let mut registry = Registry::new();
+    registry.add(SignerEntry::new(signer.kid(), SignerKind::Kms, &der, 0).unwrap()).unwrap();
+    registry.verify(signer.kid(), ALGORITHM_ECDSA_P256_SHA256, 1, message, &signature).unwrap();
+}
+
+#[test]
+fn build_signer_with_require_kms_accepts_a_reachable_key() {
+    let url = setup();
+    let key_id = create_key(&url, KeySpec::EccNistP256, KeyUsageType::SignVerify);
+    let config = SignerConfig {
+        require_kms: true,
+        kms_key_id: Some(key_id.clone()),
+        kms_region: Some(REGION.into()),
+        kms_endpoint_url: Some(url.clone()),
+        kid: Some("kms:audit-2025".into()),
+        ..SignerConfig::default()
+    };
+    let choice = build_signer(&config).unwrap();
+    assert!(!choice.emergency);
+    assert_eq!(choice.signer.kid(), "kms:audit-2025");
+    assert!(choice.detail.contains(&key_id), "{}", choice.detail);
+    let signature = choice.signer.sign(b"m").unwrap();
+    verify_signature(ALGORITHM_ECDSA_P256_SHA256, &public_key(&url, &key_id), b"m", &signature)
+        .unwrap();
+}
+
+#[test]
+fn require_kms_with_an_unreachable_endpoint_refuses_to_start() {
+    setup();
+    let config = SignerConfig {
+        require_kms: true,
+        kms_key_id: Some("alias/evalstream-audit".into()),
+        kms_region: Some(REGION.into()),
+        kms_endpoint_url: Some(dead_endpoint()),
+        ..SignerConfig::default()
+    };
+    let started = Instant::now();
+    let err = build_signer(&config).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(matches!(err, SignerSetupError::KmsUnavailable { .. }), "{err}");
+    let text = err.to_string();
+    for expected in ["alias/evalstream-audit", "not reachable", "refusing to start", "unreachable"]
+    {
+        assert!(text.contains(expected), "{expected:?} missing in: {text}");
+    }
+    // The same with a configured kid (no GetPublicKey at construction): check() refuses.
+    let err = build_signer(&SignerConfig { kid: Some("kms:x".into()), ..config }).unwrap_err();
+    assert!(matches!(err, SignerSetupError::KmsUnavailable { .. }), "{err}");
+}
+
+#[test]
+fn without_require_kms_an_unreachable_kms_with_a_known_kid_still_starts() {
+    setup();
+    let config = SignerConfig {
+        require_kms: false,
+        kms_key_id: Some("alias/evalstream-audit".into()),
+        kms_region: Some(REGION.into()),
+        kms_endpoint_url: Some(dead_endpoint()),
+        kid: Some("kms:audit".into()),
+        ..SignerConfig::default()
+    };
+    let choice = build_signer(&config).unwrap();
+    assert!(choice.signer.sign(b"m").unwrap_err().is_transient());
+    // Without a kid there is nothing to write next to a signature: refuse, and say why.
+    let err = build_signer(&SignerConfig { kid: None, ..config }).unwrap_err().to_string();
+    assert!(err.contains("AUDIT_SIGNER_KID"), "{err}");
+}
+
+#[test]
+fn a_dead_endpoint_is_a_quick_transient_failure() {
+    setup();
+    let mut config = kms_config(&dead_endpoint(), "alias/evalstream-audit");
+    config.kid = Some("kms:audit".into());
+    let signer = KmsSigner::new(config).unwrap();
+    let started = Instant::now();
+    let err = signer.sign(b"checkpoint").unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(matches!(err, SignError::Unavailable { .. }), "{err}");
+    assert!(err.is_transient());
+    assert!(err.to_string().contains("KMS Sign failed for key alias/evalstream-audit"), "{err}");
+    assert!(elapsed < Duration::from_secs(5), "a dead KMS must fail fast, took {elapsed:?}");
+    let err = signer.check().unwrap_err();
+    assert!(err.is_transient(), "{err}");
+}
+
+#[test]
+fn keys_that_cannot_sign_checkpoints_are_refused_even_without_require_kms() {
+    let url = setup();
+    let wrong = [
+        create_key(&url, KeySpec::SymmetricDefault, KeyUsageType::EncryptDecrypt),
+        create_key(&url, KeySpec::EccNistP384, KeyUsageType::SignVerify),
+        "00000000-0000-0000-0000-000000000000".to_string(),
+    ];
+    for key_id in wrong {
+        let config = SignerConfig {
+            require_kms: false,
+            kms_key_id: Some(key_id.clone()),
+            kms_region: Some(REGION.into()),
+            kms_endpoint_url: Some(url.clone()),
+            kid: Some("kms:x".into()),
+            ..SignerConfig::default()
+        };
+        let err = build_signer(&config).unwrap_err();
+        assert!(matches!(err, SignerSetupError::KmsKey { .. }), "{key_id}: {err}");
+        assert!(err.to_string().contains(&key_id), "{err}");
+    }
+}
+
+#[test]
+fn a_disabled_key_is_a_permanent_failure() {
+    let url = setup();
+    let key_id = create_key(&url, KeySpec::EccNistP256, KeyUsageType::SignVerify);
+    let mut config = kms_config(&url, &key_id);
+    config.kid = Some("kms:disabled".into());
+    let signer = KmsSigner::new(config).unwrap();
+    signer.sign(b"before").unwrap();
+    let runtime = runtime();
+    runtime.block_on(admin(&runtime, &url).disable_key().key_id(&key_id).send()).unwrap();
+    // DescribeKey reports the state; readiness and start-up use it. (moto still signs with a
+    // disabled key, where AWS answers DisabledException, a permanent failure: see the unit
+    // tests of the classification in the signer.)
+    let err = signer.check().unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert!(err.to_string().contains("Disabled"), "{err}");
+    let config = SignerConfig {
+        require_kms: false,
+        kms_key_id: Some(key_id.clone()),
+        kms_region: Some(REGION.into()),
+        kms_endpoint_url: Some(url.clone()),
+        kid: Some("kms:disabled".into()),
+        ..SignerConfig::default()
+    };
+    assert!(matches!(build_signer(&config), Err(SignerSetupError::KmsKey { .. })));
+}
+
+#[test]
+fn signs_when_called_from_inside_a_tokio_runtime() {
+    let url = setup();
+    let key_id = create_key(&url, KeySpec::EccNistP256, KeyUsageType::SignVerify);
+    let der = public_key(&url, &key_id);
+    let outer = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+    outer.block_on(async move {
+        // Built, used and dropped on a runtime worker: the signer must hop to a helper thread.
+        let signer = KmsSigner::new(kms_config(&url, &key_id)).unwrap();
+        let signature = signer.sign(b"async caller").unwrap();
+        verify_signature(ALGORITHM_ECDSA_P256_SHA256, &der, b"async caller", &signature).unwrap();
+        drop(signer);
+    });
+}
+
+/// A loopback TCP forwarder in front of moto that a test can take down and bring back: an
+/// outage of *this* test's KMS path only, while moto keeps its keys and the other tests run on.
+struct Outage {
+    url: String,
+    mode: Arc<AtomicU8>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+const UP: u8 = 0;
+/// New connections are closed at once and open ones are cut (connection refused / reset).
+const DOWN: u8 = 1;
+/// New connections are accepted and never answered (a KMS that hangs).
+const HANG: u8 = 2;
+
+impl Outage {
+    fn start(moto: &str) -> Outage {
+        let target = moto.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mode = Arc::new(AtomicU8::new(UP));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (mode_t, open_t) = (mode.clone(), open.clone());
+        // Lives until the test process exits.
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                match mode_t.load(Ordering::SeqCst) {
+                    DOWN => drop(client),
+                    HANG => open_t.lock().unwrap().push(client),
+                    _ => {
+                        let Ok(server) = TcpStream::connect(&target) else { continue };
+                        let mut open = open_t.lock().unwrap();
+                        open.push(client.try_clone().unwrap());
+                        open.push(server.try_clone().unwrap());
+                        pump(client.try_clone().unwrap(), server.try_clone().unwrap());
+                        pump(server, client);
+                    }
+                }
+            }
+        });
+        Outage { url, mode, open }
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+        if mode != UP {
+            // Cut pooled connections too, or the client would keep talking through them.
+            for stream in self.open.lock().unwrap().drain(..) {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Write);
+    });
+}
+
+#[test]
+fn an_outage_is_transient_and_the_same_signer_signs_again_afterwards() {
+    let moto = setup();
+    let key_id = create_key(&moto, KeySpec::EccNistP256, KeyUsageType::SignVerify);
+    let der = public_key(&moto, &key_id);
+    let outage = Outage::start(&moto);
+    let config = SignerConfig {
+        require_kms: true,
+        kms_key_id: Some(key_id.clone()),
+        kms_region: Some(REGION.into()),
+        kms_endpoint_url: Some(outage.url.clone()),
+        timeout: Duration::from_secs(1),
+        max_attempts: 2,
+        ..SignerConfig::default()
+    };
+    let signer = build_signer(&config).unwrap().signer;
+    signer.sign(b"checkpoint 1").unwrap();
+
+    for (mode, what) in [(DOWN, "refused"), (HANG, "hanging")] {
+        outage.set(mode);
+        let started = Instant::now();
+        let err = signer.sign(b"checkpoint 2").unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(err.is_transient(), "{what}: {err}");
+        assert!(elapsed < Duration::from_secs(6), "{what}: took {elapsed:?}");
+        assert!(signer.check().unwrap_err().is_transient(), "{what}");
+    }
+
+    // KMS is back: the checkpoint that waited as pending_signature is signed now.
+    outage.set(UP);
+    let signature = signer.sign(b"checkpoint 2").unwrap();
+    verify_signature(ALGORITHM_ECDSA_P256_SHA256, &der, b"checkpoint 2", &signature).unwrap();
+    signer.check().unwrap();
+}
