@@ -1,2 +1,3 @@
 //! Modules shared by several broker tests.
+pub mod audit;
 pub mod eos;

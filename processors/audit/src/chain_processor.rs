@@ -178,8 +178,8 @@ impl AuditChain {
                 if let Some(hook) = &self.on_failure {
                     hook(&e);
                 }
-                self.sign_backoff =
-                    (self.sign_backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
+                self.sign_backoff = (self.sign_backoff * 2)
+                    .clamp(Duration::from_millis(500), Duration::from_secs(30));
                 self.sign_paused_until = Some(Instant::now() + self.sign_backoff);
                 None
             }
@@ -280,8 +280,7 @@ impl Processor for AuditChain {
         chain.since_checkpoint += 1;
         chain.remember(&event.event_id, window);
         let due = chain.since_checkpoint >= every;
-        let entry =
-            ChainEntry::new(&appended, &event, canonical, partition as u32, input.offset);
+        let entry = ChainEntry::new(&appended, &event, canonical, partition as u32, input.offset);
         emit(ctx, partition, ChainRecordBody::Entry(entry), Some(event.event_id.into_bytes()))?;
         if due {
             self.checkpoint(partition, ctx)?;
@@ -360,7 +359,8 @@ fn restore_tail(
     let mut from = (high - span).max(low);
     loop {
         let records = read_chain(reader, partition, from)?;
-        let last_cp = records.iter().rposition(|(_, r)| matches!(r.body, ChainRecordBody::Checkpoint(_)));
+        let last_cp =
+            records.iter().rposition(|(_, r)| matches!(r.body, ChainRecordBody::Checkpoint(_)));
         if last_cp.is_none() && from > low {
             from = low;
             continue;
@@ -441,7 +441,12 @@ fn rebuild(
                 continue;
             }
             if e.seq > chain.head.next_seq {
-                warn!(partition, expected = chain.head.next_seq, found = e.seq, "gap in audit.chain tail; continuing after it");
+                warn!(
+                    partition,
+                    expected = chain.head.next_seq,
+                    found = e.seq,
+                    "gap in audit.chain tail; continuing after it"
+                );
             }
             chain.head.next_seq = e.seq + 1;
             chain.head.head_hash = e.entry_hash;

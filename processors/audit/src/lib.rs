@@ -15,5 +15,5 @@ pub mod merkle;
 pub mod records;
 pub mod registry;
 pub mod signer;
-pub mod verify;
 pub mod verifier_processor;
+pub mod verify;

@@ -4,7 +4,7 @@
 //!   checkpoint { kid, time, signature } ──► Registry::key_for(kid, time)
 //!        unknown kid ─────────────────────────────► unknown_signer
 //!        revoked (compromised) ───────────────────► signature_invalid
-//!        time outside [valid_from, valid_to) ─────► signature_invalid
+//!        time outside [valid_from, valid_to) ─────► unknown_signer
 //!        else verify(signature) ── mismatch ──────► signature_invalid
 //!                               └─ ok ────────────► ok
 //! ```
@@ -74,12 +74,12 @@ impl std::fmt::Display for SignerStatus {
 #[non_exhaustive]
 pub enum RegistryError {
     /// The file could not be read or written.
-    #[error("{path}: {source}", path = path.display())]
+    #[error("{path}: {error}", path = path.display())]
     Io {
         /// The registry file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, so not also a `source()`).
+        error: std::io::Error,
     },
     /// The file is not a valid registry; `path` names it when it came from a file.
     #[error("{}{reason}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
@@ -100,7 +100,8 @@ pub enum RegistryError {
         /// When it was revoked.
         revoked_at_ms: i64,
     },
-    /// The time is outside the key's validity window (verifier status `signature_invalid`).
+    /// The time is outside the key's validity window (verifier status `unknown_signer`: no key
+    /// is registered for this kid at that time).
     #[error(
         "signer {kid:?} is not valid at {}: its window is [{}, {})",
         format_rfc3339_ms(*at_ms),
@@ -144,22 +145,25 @@ pub enum SignatureCheckError {
     #[error(transparent)]
     Key(RegistryError),
     /// The key is fine and the signature does not verify with it.
-    #[error("signature by {kid:?} does not verify: {source}")]
+    #[error("signature by {kid:?} does not verify: {error}")]
     Signature {
         /// The kid.
         kid: String,
-        /// Why.
-        source: VerifyError,
+        /// Why (in the message, so not also a `source()`).
+        error: VerifyError,
     },
 }
 
 impl SignatureCheckError {
-    /// The `audit.verifications` status: `unknown_signer` when the registry does not know the
-    /// kid (add the key to fix it), `signature_invalid` for everything else (the signature is not
-    /// trustworthy).
+    /// The `audit.verifications` status (docs/audit-chain.md §7): `unknown_signer` when the
+    /// registry has no key for this kid at the checkpoint's time (unknown kid, or outside the
+    /// key's window: usually a registry to fix, e.g. a key added with a too-late `valid_from`),
+    /// `signature_invalid` when trust was withdrawn (revoked) or the signature does not verify.
     pub fn status(&self) -> &'static str {
         match self {
-            SignatureCheckError::Key(RegistryError::UnknownKid(_)) => "unknown_signer",
+            SignatureCheckError::Key(
+                RegistryError::UnknownKid(_) | RegistryError::OutsideValidity { .. },
+            ) => "unknown_signer",
             _ => "signature_invalid",
         }
     }
@@ -372,7 +376,7 @@ impl Registry {
     /// Reads and validates `path`; errors name the file and the offending kid.
     pub fn load(path: &Path) -> Result<Registry, RegistryError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|source| RegistryError::Io { path: path.to_path_buf(), source })?;
+            .map_err(|error| RegistryError::Io { path: path.to_path_buf(), error })?;
         Registry::from_json(&text).map_err(|e| e.in_file(path))
     }
 
@@ -429,7 +433,7 @@ impl Registry {
     /// Writes the registry to `path` atomically: a temporary file in the same directory, flushed
     /// to disk, then renamed over `path`, so readers see the old or the new file, never half.
     pub fn save(&self, path: &Path) -> Result<(), RegistryError> {
-        let io = |source| RegistryError::Io { path: path.to_path_buf(), source };
+        let io = |error| RegistryError::Io { path: path.to_path_buf(), error };
         let dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
@@ -506,12 +510,12 @@ impl Registry {
         if algorithm != entry.algorithm {
             return Err(SignatureCheckError::Signature {
                 kid: kid.to_string(),
-                source: VerifyError::UnsupportedAlgorithm(algorithm.to_string()),
+                error: VerifyError::UnsupportedAlgorithm(algorithm.to_string()),
             });
         }
         entry
             .verify(message, der_signature)
-            .map_err(|source| SignatureCheckError::Signature { kid: kid.to_string(), source })?;
+            .map_err(|error| SignatureCheckError::Signature { kid: kid.to_string(), error })?;
         Ok(entry)
     }
 
@@ -548,9 +552,29 @@ impl Registry {
         new: SignerEntry,
         at_ms: i64,
     ) -> Result<Option<String>, RegistryError> {
+        self.rotate_with_overlap(new, at_ms, 0)
+    }
+
+    /// [`rotate`](Self::rotate) with both keys valid during `[at − overlap, at + overlap)`: the
+    /// old key until `at + overlap`, the new one from `at − overlap`. Why: a checkpoint's time is
+    /// the time of its last event, not the wall clock, so around a switch-over the old key can
+    /// still sign checkpoints with times after `at` (events in flight) and the new key can sign
+    /// ones with times before it (checkpoints that waited as `pending_signature`). The kid in
+    /// each checkpoint still selects exactly one key.
+    pub fn rotate_with_overlap(
+        &mut self,
+        new: SignerEntry,
+        at_ms: i64,
+        overlap_ms: i64,
+    ) -> Result<Option<String>, RegistryError> {
+        if overlap_ms < 0 {
+            return Err(RegistryError::Rejected("the overlap must not be negative".into()));
+        }
+        let (old_end, new_start) =
+            (at_ms.saturating_add(overlap_ms), at_ms.saturating_sub(overlap_ms));
         let mut new = new;
         new.status = SignerStatus::Active;
-        new.valid_from_ms = at_ms;
+        new.valid_from_ms = new_start;
         new.valid_to_ms = None;
         new.revoked_at_ms = None;
         if self.get(&new.kid).is_some() {
@@ -573,27 +597,26 @@ impl Registry {
                     format_rfc3339_ms(current.valid_from_ms)
                 )));
             }
-            if current.valid_to_ms.is_some_and(|to| to < at_ms) {
+            if let Some(end) = current.valid_to_ms.filter(|&end| end < at_ms) {
                 return Err(RegistryError::Rejected(format!(
                     "{:?} already ended at {}; rotating at {} would leave a gap",
                     current.kid,
-                    format_rfc3339_ms(current.valid_to_ms.unwrap_or_default()),
+                    format_rfc3339_ms(end),
                     format_rfc3339_ms(at_ms)
                 )));
             }
         }
+        let before = old.map(|index| (index, self.entries[index].clone()));
         let retired = old.map(|index| {
             let current = &mut self.entries[index];
             current.status = SignerStatus::Retired;
-            current.valid_to_ms = Some(at_ms);
+            current.valid_to_ms = Some(old_end);
             current.kid.clone()
         });
         if let Err(e) = self.insert(new) {
             // Undo the retirement: an edit either happens whole or not at all.
-            if let Some(index) = old {
-                let current = &mut self.entries[index];
-                current.status = SignerStatus::Active;
-                current.valid_to_ms = None;
+            if let Some((index, entry)) = before {
+                self.entries[index] = entry;
             }
             return Err(e);
         }
@@ -686,7 +709,7 @@ mod tests {
         registry.verify("a", ALG, at - 1, b"old", &sig(1, b"old")).unwrap();
         registry.verify("b", ALG, at, b"new", &sig(2, b"new")).unwrap();
         let late_a = registry.verify("a", ALG, at, b"late", &sig(1, b"late")).unwrap_err();
-        assert_eq!(late_a.status(), "signature_invalid");
+        assert_eq!(late_a.status(), "unknown_signer");
         let wrong_key = registry.verify("b", ALG, at, b"new", &sig(1, b"new")).unwrap_err();
         assert_eq!(wrong_key.status(), "signature_invalid");
         // With A removed from the registry its checkpoints are unknown_signer.
@@ -698,6 +721,22 @@ mod tests {
         let again = Registry::from_json(&registry.to_json()).unwrap();
         assert_eq!(again.to_json(), registry.to_json());
         again.verify("a", ALG, at - 1, b"old", &sig(1, b"old")).unwrap();
+    }
+
+    #[test]
+    fn rotation_with_overlap_lets_both_keys_verify_around_the_switch() {
+        let mut registry = Registry::new();
+        registry.add(entry("a", 1, T0)).unwrap();
+        let at = T0 + 10 * HOUR;
+        registry.rotate_with_overlap(entry("b", 2, 0), at, HOUR).unwrap();
+        assert_eq!(registry.get("a").unwrap().valid_to_ms(), Some(at + HOUR));
+        assert_eq!(registry.get("b").unwrap().valid_from_ms(), at - HOUR);
+        // A late old-key checkpoint and an early new-key checkpoint both verify.
+        registry.verify("a", ALG, at + HOUR - 1, b"late", &sig(1, b"late")).unwrap();
+        registry.verify("b", ALG, at - HOUR, b"early", &sig(2, b"early")).unwrap();
+        let too_late = registry.verify("a", ALG, at + HOUR, b"x", &sig(1, b"x")).unwrap_err();
+        assert_eq!(too_late.status(), "unknown_signer");
+        assert!(registry.rotate_with_overlap(entry("c", 3, 0), at + 2 * HOUR, -1).is_err());
     }
 
     #[test]

@@ -13,7 +13,10 @@ use evalstream_runtime::error::ProcessError;
 use evalstream_runtime::processor::{Context, Input, Output, Processor};
 use tracing::{error, warn};
 
-use crate::records::{ChainRecord, VerificationResult, VerificationStatus, CHAIN_RECORD_SCHEMA, VERIFICATION_RESULT_SCHEMA};
+use crate::records::{
+    ChainRecord, VerificationResult, VerificationStatus, CHAIN_RECORD_SCHEMA,
+    VERIFICATION_RESULT_SCHEMA,
+};
 use crate::registry::Registry;
 use crate::verify::ChainVerifier;
 
@@ -23,13 +26,18 @@ pub const INPUT: &str = "audit.chain";
 pub const OUTPUT: &str = "audit.verifications";
 const STATE_KEY: &[u8] = b"verifier";
 
+/// Called with each failure result.
+pub type FailureCallback = Arc<dyn Fn(&VerificationResult) + Send + Sync>;
+/// Called with a count of verified entries.
+pub type CountCallback = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// Metric hooks: entries verified, failures found.
 #[derive(Clone, Default)]
 pub struct VerifierHooks {
     /// Called with the number of entries verified by one record (0 or 1).
-    pub on_verified: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    pub on_verified: Option<CountCallback>,
     /// Called for every failure result emitted.
-    pub on_failure: Option<Arc<dyn Fn(&VerificationResult) + Send + Sync>>,
+    pub on_failure: Option<FailureCallback>,
 }
 
 /// The audit-verifier processor.
@@ -43,7 +51,11 @@ impl AuditVerifier {
     /// A verifier checking signatures against `registry` (`None`: every signed checkpoint is
     /// `unknown_signer`). `registry_path` is reloaded when a kid is unknown, so a rotation
     /// published to the file is picked up without a restart.
-    pub fn new(registry: Option<Registry>, registry_path: Option<PathBuf>, hooks: VerifierHooks) -> Self {
+    pub fn new(
+        registry: Option<Registry>,
+        registry_path: Option<PathBuf>,
+        hooks: VerifierHooks,
+    ) -> Self {
         AuditVerifier { registry, registry_path, hooks }
     }
 }
@@ -64,8 +76,9 @@ impl Processor for AuditVerifier {
     fn process(&mut self, input: &Input<'_>, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
         let partition = input.partition;
         let mut verifier = match ctx.state().get(STATE_KEY) {
-            Some(bytes) => serde_json::from_slice(bytes)
-                .map_err(|e| ProcessError::Fatal(format!("verifier state of partition {partition}: {e}")))?,
+            Some(bytes) => serde_json::from_slice(bytes).map_err(|e| {
+                ProcessError::Fatal(format!("verifier state of partition {partition}: {e}"))
+            })?,
             None => ChainVerifier::new(partition as u32),
         };
         let before = verifier.entries_verified;
@@ -75,7 +88,8 @@ impl Processor for AuditVerifier {
             match ChainRecord::from_avro(input.value) {
                 Ok(record) => {
                     let mut results = verifier.feed(input.offset, &record, self.registry.as_ref());
-                    let unknown = results.iter().any(|r| r.status == VerificationStatus::UnknownSigner);
+                    let unknown =
+                        results.iter().any(|r| r.status == VerificationStatus::UnknownSigner);
                     if unknown {
                         if let Some(path) = &self.registry_path {
                             match Registry::load(path) {
@@ -85,12 +99,19 @@ impl Processor for AuditVerifier {
                                     warn!(path = %path.display(), "signer registry changed; re-checking");
                                     self.registry = Some(reg);
                                     verifier = match ctx.state().get(STATE_KEY) {
-                                        Some(b) => serde_json::from_slice(b).map_err(|e| ProcessError::Fatal(e.to_string()))?,
+                                        Some(b) => serde_json::from_slice(b)
+                                            .map_err(|e| ProcessError::Fatal(e.to_string()))?,
                                         None => ChainVerifier::new(partition as u32),
                                     };
-                                    results = verifier.feed(input.offset, &record, self.registry.as_ref());
+                                    results = verifier.feed(
+                                        input.offset,
+                                        &record,
+                                        self.registry.as_ref(),
+                                    );
                                 }
-                                Err(e) => error!(error = %e, "reloading the signer registry failed"),
+                                Err(e) => {
+                                    error!(error = %e, "reloading the signer registry failed")
+                                }
                             }
                         }
                     }
@@ -109,10 +130,16 @@ impl Processor for AuditVerifier {
                     hook(r);
                 }
             }
-            let value = r.to_avro().map_err(|e| ProcessError::Fatal(format!("verification result: {e}")))?;
-            ctx.emit(Output::new(OUTPUT, None, VERIFICATION_RESULT_SCHEMA, value).with_partition(partition));
+            let value = r
+                .to_avro()
+                .map_err(|e| ProcessError::Fatal(format!("verification result: {e}")))?;
+            ctx.emit(
+                Output::new(OUTPUT, None, VERIFICATION_RESULT_SCHEMA, value)
+                    .with_partition(partition),
+            );
         }
-        let bytes = serde_json::to_vec(&verifier).map_err(|e| ProcessError::Fatal(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(&verifier).map_err(|e| ProcessError::Fatal(e.to_string()))?;
         ctx.state().put(STATE_KEY, bytes);
         Ok(())
     }

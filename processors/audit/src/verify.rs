@@ -73,7 +73,8 @@ impl ChainVerifier {
         let range = checkpoint.compact_range().map_err(|e| e.to_string())?;
         let mut v = Self::new(partition);
         v.next_seq = checkpoint.tree_size;
-        v.prev = if checkpoint.tree_size == 0 { genesis_hash(partition) } else { checkpoint.head_hash };
+        v.prev =
+            if checkpoint.tree_size == 0 { genesis_hash(partition) } else { checkpoint.head_hash };
         v.range = Some(range.to_bytes());
         v.range_start_seq = checkpoint.tree_size;
         Ok(v)
@@ -141,7 +142,10 @@ impl ChainVerifier {
                 self.next_seq,
                 None,
                 offset,
-                format!("record claims chain {} but sits in partition {}", record.partition, self.partition),
+                format!(
+                    "record claims chain {} but sits in partition {}",
+                    record.partition, self.partition
+                ),
             );
             return out;
         }
@@ -162,7 +166,10 @@ impl ChainVerifier {
             let detail = if e.seq > self.next_seq {
                 format!("sequence jumps from {} to {} (missing entries)", self.next_seq, e.seq)
             } else {
-                format!("sequence goes back from {} to {} (replayed or forged entry)", self.next_seq, e.seq)
+                format!(
+                    "sequence goes back from {} to {} (replayed or forged entry)",
+                    self.next_seq, e.seq
+                )
             };
             let first = self.next_seq.min(e.seq);
             self.report(out, VerificationStatus::Gap, first, id.clone(), offset, detail);
@@ -185,7 +192,10 @@ impl ChainVerifier {
                 e.seq,
                 id.clone(),
                 offset,
-                format!("entry {} hash does not match its canonical bytes (content changed)", e.seq),
+                format!(
+                    "entry {} hash does not match its canonical bytes (content changed)",
+                    e.seq
+                ),
             );
             resync = true;
         } else if !canonical_matches(e) {
@@ -222,12 +232,25 @@ impl ChainVerifier {
         registry: Option<&Registry>,
     ) {
         // A late-signed copy of an earlier pending checkpoint.
-        if c.tree_size < self.next_seq || (c.tree_size == self.next_seq && self.pending.contains_key(&c.tree_size) && c.status == CheckpointStatus::Signed) {
+        if c.tree_size < self.next_seq
+            || (c.tree_size == self.next_seq
+                && self.pending.contains_key(&c.tree_size)
+                && c.status == CheckpointStatus::Signed)
+        {
             if let Some((root, head, time)) = self.pending.get(&c.tree_size).copied() {
                 if c.status == CheckpointStatus::Signed {
                     if root != c.root || head != c.head_hash || time != c.time_ms {
-                        self.report(out, VerificationStatus::HashMismatch, c.tree_size.saturating_sub(1), None, offset,
-                            format!("signed copy of checkpoint {} differs from the pending one", c.tree_size));
+                        self.report(
+                            out,
+                            VerificationStatus::HashMismatch,
+                            c.tree_size.saturating_sub(1),
+                            None,
+                            offset,
+                            format!(
+                                "signed copy of checkpoint {} differs from the pending one",
+                                c.tree_size
+                            ),
+                        );
                         return;
                     }
                     let status = self.signature_status(c, registry);
@@ -247,7 +270,10 @@ impl ChainVerifier {
             }
         }
         if c.tree_size > self.next_seq {
-            let detail = format!("checkpoint covers {} entries but only {} were seen", c.tree_size, self.next_seq);
+            let detail = format!(
+                "checkpoint covers {} entries but only {} were seen",
+                c.tree_size, self.next_seq
+            );
             self.report(out, VerificationStatus::Gap, self.next_seq, None, offset, detail);
             self.resync_from(c);
             return;
@@ -263,8 +289,14 @@ impl ChainVerifier {
         if range.root() != c.root || head != c.head_hash {
             let seq = c.tree_size.saturating_sub(1);
             let (id, off) = self.last_event(seq, offset);
-            self.report(out, VerificationStatus::HashMismatch, seq, id, off,
-                format!("checkpoint {} root or head does not match the entries", c.tree_size));
+            self.report(
+                out,
+                VerificationStatus::HashMismatch,
+                seq,
+                id,
+                off,
+                format!("checkpoint {} root or head does not match the entries", c.tree_size),
+            );
             self.resync_from(c);
             return;
         }
@@ -307,29 +339,51 @@ impl ChainVerifier {
         }
     }
 
-    fn signature_status(&self, c: &Checkpoint, registry: Option<&Registry>) -> (VerificationStatus, String) {
+    fn signature_status(
+        &self,
+        c: &Checkpoint,
+        registry: Option<&Registry>,
+    ) -> (VerificationStatus, String) {
         let (Some(kid), Some(sig)) = (&c.kid, &c.signature) else {
-            return (VerificationStatus::SignatureInvalid, "signed checkpoint without kid or signature".into());
+            return (
+                VerificationStatus::SignatureInvalid,
+                "signed checkpoint without kid or signature".into(),
+            );
         };
         let Some(registry) = registry else {
-            return (VerificationStatus::UnknownSigner, format!("no signer registry to check kid {kid}"));
+            return (
+                VerificationStatus::UnknownSigner,
+                format!("no signer registry to check kid {kid}"),
+            );
         };
         let body = match c.body(self.partition) {
             Ok(b) => b,
-            Err(e) => return (VerificationStatus::SignatureInvalid, format!("checkpoint body: {e}")),
+            Err(e) => {
+                return (VerificationStatus::SignatureInvalid, format!("checkpoint body: {e}"))
+            }
         };
         match registry.verify(kid, ALGORITHM_ECDSA_P256_SHA256, c.time_ms, &body, sig) {
             Ok(_) => (VerificationStatus::Ok, format!("signed by {kid}")),
-            Err(SignatureCheckError::Key(RegistryError::UnknownKid(_))) => {
-                (VerificationStatus::UnknownSigner, format!("kid {kid} is not in the signer registry"))
+            Err(SignatureCheckError::Key(RegistryError::UnknownKid(_))) => (
+                VerificationStatus::UnknownSigner,
+                format!("kid {kid} is not in the signer registry"),
+            ),
+            Err(SignatureCheckError::Key(e)) => {
+                (VerificationStatus::SignatureInvalid, e.to_string())
             }
-            Err(SignatureCheckError::Key(e)) => (VerificationStatus::SignatureInvalid, e.to_string()),
             Err(e) => (VerificationStatus::SignatureInvalid, e.to_string()),
         }
     }
 
-    fn result(&self, status: VerificationStatus, tree_size: u64, offset: i64, detail: String) -> VerificationResult {
-        let failing = !matches!(status, VerificationStatus::Ok | VerificationStatus::PendingSignature);
+    fn result(
+        &self,
+        status: VerificationStatus,
+        tree_size: u64,
+        offset: i64,
+        detail: String,
+    ) -> VerificationResult {
+        let failing =
+            !matches!(status, VerificationStatus::Ok | VerificationStatus::PendingSignature);
         VerificationResult {
             partition: self.partition,
             from_seq: self.range_start_seq.min(tree_size),
@@ -337,7 +391,8 @@ impl ChainVerifier {
             from_offset: self.range_start_offset.unwrap_or(offset),
             to_offset: offset,
             status,
-            first_failing_seq: failing.then(|| self.range_start_seq.min(tree_size.saturating_sub(1))),
+            first_failing_seq: failing
+                .then(|| self.range_start_seq.min(tree_size.saturating_sub(1))),
             event_id: None,
             offset: failing.then_some(offset),
             detail,
@@ -349,7 +404,7 @@ impl ChainVerifier {
     /// signed.
     pub fn finish(&self) -> Vec<VerificationResult> {
         let mut out = Vec::new();
-        for (size, _) in &self.pending {
+        for size in self.pending.keys() {
             out.push(VerificationResult {
                 partition: self.partition,
                 from_seq: 0,
@@ -374,7 +429,8 @@ impl ChainVerifier {
                 first_failing_seq: None,
                 event_id: None,
                 offset: None,
-                detail: "entries after the last checkpoint are not covered by a signature yet".into(),
+                detail: "entries after the last checkpoint are not covered by a signature yet"
+                    .into(),
             });
         }
         out

@@ -133,7 +133,7 @@ fn ecmascript(x: f64) -> String {
                     d if d < b'5' => true,
                     d if d > b'5' => false,
                     _ if nonzero_after_first => false,
-                    _ => (lo[k - 1] - b'0') % 2 == 0, // exact tie: the even one
+                    _ => (lo[k - 1] - b'0').is_multiple_of(2), // exact tie: the even one
                 }
             }
         };
@@ -250,4 +250,28 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
                 .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
         ]
     })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3_000))]
+
+    /// Hostile input is an error, never a panic: arbitrary text, and valid JSON with one byte
+    /// changed or cut short.
+    #[test]
+    fn arbitrary_text_never_panics(text in any::<String>(), v in arb_json(), at in any::<usize>(),
+                                   b in any::<u8>()) {
+        let _ = canonicalize_str(&text);
+        let mut bytes = serde_json::to_vec(&v).unwrap();
+        let i = at % bytes.len();
+        bytes[i] = b;
+        if let Ok(s) = std::str::from_utf8(&bytes) {
+            let _ = canonicalize_str(s);
+            let mut cut = i;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let _ = canonicalize_str(&s[..cut]);
+        }
+        let _ = evalstream_audit::checkpoint::CheckpointBody::parse(&bytes);
+    }
 }

@@ -71,7 +71,8 @@ pub fn build(name: &str, cfg: &RuntimeConfig, metrics: &Metrics) -> anyhow::Resu
             let hook: evalstream_audit::chain_processor::FailureHook = Arc::new(move |_e| {
                 failures.inc();
             });
-            let emergency = choice.emergency.then(|| EmergencySigner { detail: choice.detail.clone() });
+            let emergency =
+                choice.emergency.then(|| EmergencySigner { detail: choice.detail.clone() });
             Ok(Runnable::AuditChain(
                 Box::new(AuditChain::new(settings, Some(choice.signer), Some(hook))),
                 emergency,

@@ -87,12 +87,12 @@ pub enum SignerSetupError {
         url: String,
     },
     /// `REQUIRE_KMS=true` (or no kid is known) and the KMS key cannot be reached.
-    #[error("KMS signing key {key_id} is not reachable: {source}; refusing to start{hint}")]
+    #[error("KMS signing key {key_id} is not reachable: {error}; refusing to start{hint}")]
     KmsUnavailable {
         /// The configured key id.
         key_id: String,
-        /// The failed KMS call.
-        source: SignError,
+        /// The failed KMS call (in the message, so not also a `source()`).
+        error: SignError,
         /// What the operator can do.
         hint: String,
     },
@@ -362,13 +362,13 @@ pub fn build_signer(config: &SignerConfig) -> Result<SignerChoice, SignerSetupEr
         kms.attempt_timeout = config.timeout;
         kms.max_attempts = config.max_attempts;
         let signer = KmsSigner::new(kms).map_err(|e| match e {
-            SignerSetupError::KmsUnavailable { key_id, source, hint } if config.require_kms => {
-                SignerSetupError::KmsUnavailable { key_id, source, hint }
+            SignerSetupError::KmsUnavailable { key_id, error, hint } if config.require_kms => {
+                SignerSetupError::KmsUnavailable { key_id, error, hint }
             }
-            SignerSetupError::KmsUnavailable { key_id, source, .. } => {
+            SignerSetupError::KmsUnavailable { key_id, error, .. } => {
                 SignerSetupError::KmsUnavailable {
                     key_id,
-                    source,
+                    error,
                     hint: format!(
                         " (set {ENV_SIGNER_KID} to start without KMS; checkpoints then wait as \
                      pending_signature until it is back)"
@@ -388,7 +388,7 @@ pub fn build_signer(config: &SignerConfig) -> Result<SignerChoice, SignerSetupEr
             Err(source) if config.require_kms => {
                 return Err(SignerSetupError::KmsUnavailable {
                     key_id: key_id.clone(),
-                    source,
+                    error: source,
                     hint: String::new(),
                 });
             }

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 pub use aws_sdk_kms;
 use aws_sdk_kms::config::{BehaviorVersion, Region};
-use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType, MessageType, SigningAlgorithmSpec};
 use p256::ecdsa::VerifyingKey;
@@ -166,7 +166,24 @@ fn decide(failure: Failure<'_>) -> Class {
     }
 }
 
-/// Maps an SDK error to a [`SignError`] with the SDK's full error chain as the reason.
+/// An error and its causes on one line, without the SDK's debug dump of the raw response (which
+/// `DisplayErrorContext` appends): what an operator needs in a log line.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // The SDK often repeats a cause's text in its wrapper; skip exact repeats.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Maps an SDK error to a [`SignError`] with the error chain as the reason.
 fn classify<E>(
     context: String,
     error: SdkError<E, aws_sdk_kms::config::http::HttpResponse>,
@@ -174,7 +191,6 @@ fn classify<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let reason = DisplayErrorContext(&error).to_string();
     let failure = match &error {
         SdkError::ServiceError(service) => Failure::Service {
             code: service.err().code().unwrap_or_default(),
@@ -184,6 +200,12 @@ where
         SdkError::ConstructionFailure(_) => Failure::Construction,
         // Timeouts, connection failures, truncated responses and future variants.
         _ => Failure::NoAnswer,
+    };
+    let reason = match &error {
+        SdkError::ServiceError(service) => {
+            format!("{} (HTTP {})", chain(service.err()), service.raw().status().as_u16())
+        }
+        other => chain(other),
     };
     match decide(failure) {
         Class::Throttled => SignError::Throttled { context, reason },
@@ -271,7 +293,7 @@ impl KmsSigner {
                 if source.is_transient() {
                     SignerSetupError::KmsUnavailable {
                         key_id: key_id.clone(),
-                        source,
+                        error: source,
                         hint: String::new(),
                     }
                 } else {

@@ -39,6 +39,12 @@ pub(crate) fn parse_public_key(public_key: &[u8]) -> Result<VerifyingKey, Verify
     if trimmed.starts_with(b"-----BEGIN") {
         let pem = std::str::from_utf8(trimmed)
             .map_err(|_| VerifyError::PublicKey("PEM is not valid UTF-8".into()))?;
+        if pem.contains("PRIVATE KEY-----") {
+            return Err(VerifyError::PublicKey(
+                "this is a private key; give its public key (`openssl pkey -in key.pem -pubout`)"
+                    .into(),
+            ));
+        }
         if pem.contains("-----BEGIN EC PUBLIC KEY") || pem.contains("-----BEGIN CERTIFICATE") {
             return Err(VerifyError::PublicKey(
                 "expected a SubjectPublicKeyInfo PEM (-----BEGIN PUBLIC KEY-----); \

@@ -12,6 +12,8 @@
 //! that machine noise hits both alike; the report gives every run, the medians and the ratio of
 //! medians (target: eos ≥ 0.7 × raw). This is a benchmark, not a test: it asserts nothing.
 
+mod audit;
+
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -33,9 +35,25 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+/// Which benchmark to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// The `totals` processor (exactly-once runtime) next to a raw pass-through.
+    Totals,
+    /// The `audit-chain` processor next to a raw pass-through of the same audit events.
+    AuditChain,
+    /// Offline chain verification (`audit verify`) next to a raw consume of the same range.
+    AuditVerify,
+    /// In-process cost per event of canonicalize + hash + Merkle append + encode (ns/event).
+    AuditHash,
+}
+
 /// Arguments of `evalstream bench`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Which benchmark.
+    #[arg(long, value_enum, default_value_t = Suite::Totals)]
+    pub suite: Suite,
     /// Records per run.
     #[arg(long, default_value_t = 50_000)]
     pub records: u64,
@@ -58,14 +76,58 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.records > 0 && args.runs > 0, "--records and --runs must be positive");
     let base = RuntimeConfig::load(config)?;
     let codec = Codec::from_env()?;
+    if args.suite == Suite::AuditHash {
+        return audit::hash_cost(&codec, &args);
+    }
+    let (raw_name, eos_name) = match args.suite {
+        Suite::AuditVerify => ("raw consume", "audit verify"),
+        _ => ("raw pass-through", "exactly-once"),
+    };
     let mut raw_rates = Vec::new();
     let mut eos_rates = Vec::new();
     for run in 0..args.runs {
-        let raw = bench_raw(&base, &codec, &args).context("raw pass-through run")?;
-        eprintln!("run {}: raw pass-through {:>10.0} records/s", run + 1, raw);
+        let (raw, eos) = match args.suite {
+            Suite::Totals => {
+                let raw = bench_raw(
+                    &prepare(&base, &codec, &args, Input::Totals)?,
+                    &args,
+                    evalstream_totals::INPUT,
+                )
+                .context("raw pass-through run")?;
+                let cfg = prepare(&base, &codec, &args, Input::Totals)?;
+                let eos = bench_eos(
+                    &cfg,
+                    &codec,
+                    &args,
+                    evalstream_totals::INPUT,
+                    "totals",
+                    evalstream_totals::Totals,
+                )
+                .context("exactly-once run")?;
+                (raw, eos)
+            }
+            Suite::AuditChain => {
+                let raw =
+                    bench_raw(&prepare(&base, &codec, &args, Input::Audit)?, &args, "audit.events")
+                        .context("raw pass-through run")?;
+                let cfg = prepare(&base, &codec, &args, Input::Audit)?;
+                let eos = bench_eos(
+                    &cfg,
+                    &codec,
+                    &args,
+                    "audit.events",
+                    "audit-chain",
+                    audit::chain_processor(&cfg)?,
+                )
+                .context("audit-chain run")?;
+                (raw, eos)
+            }
+            Suite::AuditVerify => audit::verify_rates(&base, &codec, &args)?,
+            Suite::AuditHash => unreachable!("handled above"),
+        };
+        eprintln!("run {}: {raw_name:<17} {raw:>10.0} records/s", run + 1);
+        eprintln!("run {}: {eos_name:<17} {eos:>10.0} records/s", run + 1);
         raw_rates.push(raw);
-        let eos = bench_eos(&base, &codec, &args).context("exactly-once run")?;
-        eprintln!("run {}: exactly-once     {:>10.0} records/s", run + 1, eos);
         eos_rates.push(eos);
     }
     let (raw_m, eos_m) = (median(&raw_rates), median(&eos_rates));
@@ -77,15 +139,18 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
                 "records": args.records, "record_bytes": args.record_bytes,
                 "partitions": args.partitions, "runs": args.runs,
                 "raw_records_per_s": raw_rates, "eos_records_per_s": eos_rates,
-                "raw_median": raw_m, "eos_median": eos_m, "ratio": ratio, "target": 0.7,
+                "suite": format!("{:?}", args.suite),
+                "raw_median": raw_m, "eos_median": eos_m, "ratio": ratio,
             })
         );
     } else {
         println!("records per run:        {}", args.records);
         println!("record size:            {} bytes", args.record_bytes);
-        println!("raw pass-through median {raw_m:.0} records/s  (runs: {})", fmt_rates(&raw_rates));
-        println!("exactly-once median     {eos_m:.0} records/s  (runs: {})", fmt_rates(&eos_rates));
-        println!("ratio eos/raw           {ratio:.2}  (target >= 0.70)");
+        let target = if args.suite == Suite::AuditVerify { 0.8 } else { 0.7 };
+        println!("suite:                  {:?}", args.suite);
+        println!("{raw_name} median {raw_m:.0} records/s  (runs: {})", fmt_rates(&raw_rates));
+        println!("{eos_name} median {eos_m:.0} records/s  (runs: {})", fmt_rates(&eos_rates));
+        println!("ratio                   {ratio:.2}  (target >= {target:.2})");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -105,8 +170,22 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// What `prepare` fills the input topic with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Input {
+    /// `totals.input` records (`TotalsInput` with a padding payload).
+    Totals,
+    /// `audit.events` records (`AuditEvent` with a JSON payload of about the record size).
+    Audit,
+}
+
 /// Fresh topics under a random prefix, filled with `args.records` encoded inputs.
-fn prepare(base: &RuntimeConfig, codec: &Codec, args: &Args) -> anyhow::Result<RuntimeConfig> {
+pub(crate) fn prepare(
+    base: &RuntimeConfig,
+    codec: &Codec,
+    args: &Args,
+    kind: Input,
+) -> anyhow::Result<RuntimeConfig> {
     let mut cfg = base.clone();
     cfg.topic_prefix = format!("{}bench-{:08x}.", base.topic_prefix, rand::random::<u32>());
     cfg.instance_id = "bench".into();
@@ -131,12 +210,19 @@ fn prepare(base: &RuntimeConfig, codec: &Codec, args: &Args) -> anyhow::Result<R
     let filler = "x".repeat(args.record_bytes.saturating_sub(40));
     for i in 0..args.records {
         let key = format!("key-{}", i % 10_000);
-        let value = Value::Record(vec![
-            ("key".into(), Value::String(key.clone())),
-            ("amount".into(), Value::Long((i % 100) as i64)),
-            ("payload".into(), Value::String(filler.clone())),
-        ]);
-        let bytes = codec.encode(&input, evalstream_totals::INPUT_SCHEMA, &value)?;
+        let bytes = match kind {
+            Input::Totals => {
+                let value = Value::Record(vec![
+                    ("key".into(), Value::String(key.clone())),
+                    ("amount".into(), Value::Long((i % 100) as i64)),
+                    ("payload".into(), Value::String(filler.clone())),
+                ]);
+                codec.encode(&input, evalstream_totals::INPUT_SCHEMA, &value)?
+            }
+            Input::Audit => {
+                codec.encode(&input, "evalstream.audit.AuditEvent", &audit::event(i, &filler))?
+            }
+        };
         let mut rec = BaseRecord::<[u8], [u8]>::to(&input).key(key.as_bytes()).payload(&bytes);
         loop {
             match producer.send(rec) {
@@ -153,9 +239,9 @@ fn prepare(base: &RuntimeConfig, codec: &Codec, args: &Args) -> anyhow::Result<R
 }
 
 /// Raw consume → produce of the same bytes; returns records/s.
-fn bench_raw(base: &RuntimeConfig, codec: &Codec, args: &Args) -> anyhow::Result<f64> {
-    let cfg = prepare(base, codec, args)?;
-    let input = cfg.topic(evalstream_totals::INPUT);
+fn bench_raw(cfg: &RuntimeConfig, args: &Args, input: &str) -> anyhow::Result<f64> {
+    let cfg = cfg.clone();
+    let input = cfg.topic(input);
     let output = cfg.topic("bench.passthrough");
     let consumer: BaseConsumer = kafka::base(&cfg)
         .set("group.id", format!("{}bench-raw", cfg.topic_prefix))
@@ -204,21 +290,27 @@ fn bench_raw(base: &RuntimeConfig, codec: &Codec, args: &Args) -> anyhow::Result
 
 /// The totals processor on the exactly-once runtime; returns records/s until every input is
 /// committed.
-fn bench_eos(base: &RuntimeConfig, codec: &Codec, args: &Args) -> anyhow::Result<f64> {
-    let cfg = prepare(base, codec, args)?;
-    let input = cfg.topic(evalstream_totals::INPUT);
-    let group = cfg.group_for("totals");
+fn bench_eos<P: evalstream_runtime::processor::Processor>(
+    cfg: &RuntimeConfig,
+    codec: &Codec,
+    args: &Args,
+    input: &str,
+    name: &str,
+    processor: P,
+) -> anyhow::Result<f64> {
+    let input = cfg.topic(input);
+    let group = cfg.group_for(name);
     let shutdown = Arc::new(AtomicBool::new(false));
     let opts = EngineOptions {
         config: cfg.clone(),
         codec: codec.clone(),
-        metrics: Metrics::new("totals"),
-        health: Health::new("totals"),
+        metrics: Metrics::new(name),
+        health: Health::new(name),
         shutdown: shutdown.clone(),
         fail_point: None,
     };
-    let handle = engine::spawn(evalstream_totals::Totals, opts)?;
-    let watcher: BaseConsumer = kafka::base(&cfg).set("group.id", &group).create()?;
+    let handle = engine::spawn(processor, opts)?;
+    let watcher: BaseConsumer = kafka::base(cfg).set("group.id", &group).create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..args.partitions {
         tpl.add_partition(&input, p);

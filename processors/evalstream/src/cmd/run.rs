@@ -103,10 +103,16 @@ fn record_emergency_signer(cfg: &RuntimeConfig, codec: &Codec, detail: &str) -> 
     let partitions = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
     anyhow::ensure!(partitions > 0, "{topic} does not exist; run `evalstream topology apply`");
     let producer: BaseProducer = evalstream_runtime::kafka::plain_producer(cfg).create()?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
     for p in 0..partitions as i32 {
         let id = format!("emergency-signer-{}-{now}-{p}", cfg.instance_id);
-        let value = evalstream_audit::chain_processor::emergency_signer_event(&id, &cfg.instance_id, detail, now);
+        let value = evalstream_audit::chain_processor::emergency_signer_event(
+            &id,
+            &cfg.instance_id,
+            detail,
+            now,
+        );
         let bytes = codec.encode(&topic, evalstream_audit::chain::AUDIT_EVENT_SCHEMA, &value)?;
         producer
             .send(BaseRecord::<str, [u8]>::to(&topic).key(&id).payload(&bytes).partition(p))

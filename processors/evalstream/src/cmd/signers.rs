@@ -120,6 +120,28 @@ pub struct RotateArgs {
     /// the old key, from it on with the new one.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
+    /// Let both keys verify during [at - overlap, at + overlap): checkpoint times are event
+    /// times, so around a switch-over old-key checkpoints can carry later times and new-key
+    /// checkpoints (that waited as pending_signature) earlier ones. E.g. 30m, 2h, 1d; default 0.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    overlap: Option<i64>,
+}
+
+/// `90s`, `30m`, `2h`, `1d` or plain milliseconds, into milliseconds.
+fn parse_duration_ms(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: i64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30m"))?;
+    let scale = match unit {
+        "" | "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?}: unit must be ms, s, m, h or d")),
+    };
+    number.checked_mul(scale).ok_or_else(|| format!("{text:?} is too long"))
 }
 
 /// Arguments of `signers revoke`.
@@ -316,15 +338,16 @@ fn rotate(args: RotateArgs) -> anyhow::Result<ExitCode> {
     let at = parse_time("at", args.at.as_deref())?;
     let (entry, pending) = new_entry(args.key, at)?;
     let (kid, kind) = (entry.kid().to_string(), entry.kind());
-    let retired = registry.rotate(entry, at)?;
+    let overlap = args.overlap.unwrap_or(0).min(i64::MAX / 4);
+    let retired = registry.rotate_with_overlap(entry, at, overlap)?;
     commit(&registry, path, pending)?;
-    let when = format_rfc3339_ms(at);
+    let (old_end, new_start) = (format_rfc3339_ms(at + overlap), format_rfc3339_ms(at - overlap));
     match retired {
         Some(old) => eprintln!(
-            "rotated {kind} keys at {when}: {old} retired (verifies checkpoints before {when}), \
-             {kid} active; deploy with AUDIT_SIGNER_KID={kid}"
+            "rotated {kind} keys: {old} retired (verifies checkpoints before {old_end}), \
+             {kid} active from {new_start}; deploy with AUDIT_SIGNER_KID={kid}"
         ),
-        None => eprintln!("no active {kind} key to retire; {kid} active from {when}"),
+        None => eprintln!("no active {kind} key to retire; {kid} active from {new_start}"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -431,6 +454,16 @@ mod tests {
             run_args(&["add", "--file", f, "--public-key", pub_b.to_str().unwrap()]).unwrap_err();
         assert!(format!("{err:#}").contains("--kind is required"), "{err:#}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration_ms("30m"), Ok(1_800_000));
+        assert_eq!(parse_duration_ms("2h"), Ok(7_200_000));
+        assert_eq!(parse_duration_ms("1500"), Ok(1500));
+        assert!(parse_duration_ms("1 h").is_err());
+        assert!(parse_duration_ms("h").is_err());
+        assert!(parse_duration_ms("-5m").is_err());
     }
 
     #[test]
