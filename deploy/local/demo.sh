@@ -30,6 +30,16 @@ bin="${CARGO_TARGET_DIR:-target}/debug/evalstream"
 echo "== topology (prefix $EVALSTREAM_TOPIC_PREFIX)"
 "$bin" topology apply
 
+# A development signing key and its registry entry (production signs with AWS KMS: see
+# docs/signing.md). Kept under .evalstream/ so repeated demos reuse them.
+keys=.evalstream/keys
+mkdir -p "$keys"
+if [[ ! -f "$keys/signers.json" ]]; then
+    "$bin" signers add --file "$keys/signers.json" --kid demo-local --generate "$keys/demo-local.pem" \
+        --valid-from 2000-01-01T00:00:00Z >/dev/null
+fi
+export AUDIT_SIGNING_KEY_FILE="$keys/demo-local.pem" AUDIT_SIGNER_KID=demo-local SIGNERS_FILE="$keys/signers.json"
+
 pids=()
 stop_all() {
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -38,7 +48,7 @@ stop_all() {
 trap stop_all EXIT
 
 port=$OPS_PORT
-for processor in totals; do
+for processor in totals audit-chain audit-verifier; do
     EVALSTREAM_OPS_LISTEN="127.0.0.1:$port" EVALSTREAM_INSTANCE_ID="demo-$processor" \
         "$bin" run "$processor" 2>"$logs/$processor.log" &
     pids+=($!)
@@ -47,10 +57,10 @@ for processor in totals; do
 done
 
 echo "== producing sample events"
-for f in deploy/local/sample/*.jsonl; do
-    topic=$(basename "$f" .jsonl)
-    "$bin" produce "$topic" --file "$f" || true   # the sample has one bad line on purpose
-done
+# The totals sample has one invalid event on purpose: an empty key is valid Avro, so it is
+# produced, and the processor dead-letters it with its reason.
+"$bin" produce totals.input --file deploy/local/sample/totals.input.jsonl --key-field key
+"$bin" produce audit.events --file deploy/local/sample/audit.events.jsonl --key-field subject
 
 echo "== waiting for the processors to commit"
 expected=$(grep -cv '^\s*\(#\|$\)' deploy/local/sample/totals.input.jsonl)
@@ -65,6 +75,18 @@ echo "== totals.output (running totals per key)"
 "$bin" consume totals.output --from-beginning --format text
 echo "== DLQ"
 "$bin" dlq list totals.input
+echo "== audit.chain (hash-chained entries and signed checkpoints; the duplicate was not chained)"
+for _ in $(seq 1 40); do
+    n=$("$bin" consume audit.verifications --from-beginning --format json 2>/dev/null | grep -c '"ok"' || true)
+    if (( n > 0 )); then break; fi
+    sleep 0.5
+done
+"$bin" consume audit.chain --from-beginning --format text | cut -c1-200
+echo "== audit.verifications (from the audit-verifier processor)"
+"$bin" consume audit.verifications --from-beginning --format text | cut -c1-200
+echo "== evalstream audit verify (offline, the runbook's audit-verify)"
+audit_ok=0
+"$bin" audit verify --signers "$SIGNERS_FILE" && audit_ok=1
 echo "== /ready"
 http_get() { python3 -c 'import sys,urllib.request as u
 try: print(u.urlopen(sys.argv[1], timeout=5).read().decode())
@@ -76,6 +98,10 @@ http_get "http://127.0.0.1:$OPS_PORT/metrics" | grep -E '^evalstream_(records|tr
 
 if (( out + dlq < expected )); then
     echo "demo: expected $expected results, saw $out outputs and $dlq dead letters" >&2
+    exit 1
+fi
+if (( audit_ok == 0 )); then
+    echo "demo: the audit chain did not verify" >&2
     exit 1
 fi
 if (( once == 0 )); then

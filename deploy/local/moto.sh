@@ -15,8 +15,8 @@
 # stop/start loses every key for good (Sign then answers NotFoundException, a permanent failure).
 # To simulate an outage that KMS recovers from, use pause/resume: while paused, connections are
 # accepted by the kernel but never answered, so clients see timeouts, as in a real KMS outage.
-# Why a venv under the cache: the pinned version is installed
-# once per machine without touching the system Python, and repeated runs do not download again.
+# Why a venv under the cache: the pinned version is installed once per machine without touching
+# the system Python, and repeated runs do not download again.
 #
 # Environment: EVALSTREAM_CACHE (default ~/.cache/evalstream) holds the venv; MOTO_PORT (default
 # 5000). Clients need dummy credentials and a region (AWS_ACCESS_KEY_ID=testing,

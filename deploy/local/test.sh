@@ -15,7 +15,17 @@ if ! TANSU_PORT="${KAFKA_BOOTSTRAP_SERVERS##*:}" deploy/local/broker.sh status 2
     deploy/local/broker.sh start
     started_broker=1
 fi
-cleanup() { if [[ $started_broker == 1 ]]; then deploy/local/broker.sh stop; fi; }
+# moto's server: a real implementation of the AWS KMS API for the KMS signer tests.
+export MOTO_URL="${MOTO_URL:-http://127.0.0.1:5000}"
+started_moto=0
+if ! python3 -c "import sys,urllib.request as u; u.urlopen(sys.argv[1], timeout=2)" "$MOTO_URL" 2>/dev/null; then
+    MOTO_PORT="${MOTO_URL##*:}" deploy/local/moto.sh start
+    started_moto=1
+fi
+cleanup() {
+    if [[ $started_moto == 1 ]]; then MOTO_PORT="${MOTO_URL##*:}" deploy/local/moto.sh stop || true; fi
+    if [[ $started_broker == 1 ]]; then deploy/local/broker.sh stop; fi
+}
 trap cleanup EXIT
 
 echo "== rustfmt"
@@ -24,5 +34,9 @@ echo "== clippy"
 cargo clippy --workspace --all-targets --features evalstream-integration-tests/broker -- -D warnings
 echo "== build"
 cargo build --workspace --all-targets --features evalstream-integration-tests/broker
-echo "== tests (unit + broker; broker at $KAFKA_BOOTSTRAP_SERVERS)"
+echo "== tests (unit + broker; broker at $KAFKA_BOOTSTRAP_SERVERS, KMS at $MOTO_URL)"
 cargo test --workspace --features evalstream-integration-tests/broker -- --test-threads=2
+echo "== parity vectors (independent Python implementation)"
+python3 tools/verify_audit_vectors.py
+echo "== quick start (deploy/local/demo.sh --once)"
+deploy/local/demo.sh --once

@@ -371,3 +371,29 @@ fn an_outage_is_transient_and_the_same_signer_signs_again_afterwards() {
     verify_signature(ALGORITHM_ECDSA_P256_SHA256, &der, b"checkpoint 2", &signature).unwrap();
     signer.check().unwrap();
 }
+
+#[test]
+fn one_signer_serves_several_threads_at_once() {
+    let url = setup();
+    let key_id = create_key(&url, KeySpec::EccNistP256, KeyUsageType::SignVerify);
+    let der = public_key(&url, &key_id);
+    let signer = KmsSigner::new(kms_config(&url, &key_id)).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (signer, der) = (&signer, &der);
+            s.spawn(move || {
+                for i in 0..5 {
+                    let message = format!("thread {t} checkpoint {i}");
+                    let signature = signer.sign(message.as_bytes()).unwrap();
+                    verify_signature(
+                        ALGORITHM_ECDSA_P256_SHA256,
+                        der,
+                        message.as_bytes(),
+                        &signature,
+                    )
+                    .unwrap();
+                }
+            });
+        }
+    });
+}

@@ -29,7 +29,7 @@ use thiserror::Error;
 /// A SHA-256 digest: entry hashes, leaf and node hashes, roots.
 pub type Hash = [u8; 32];
 
-/// Length of a [`Hash`] in bytes.
+/// Length of a [`Hash`](type@Hash) in bytes.
 pub const HASH_LEN: usize = 32;
 
 /// RFC 6962 section 2.1 leaf hash prefix: `leaf = SHA-256(0x00 ‖ leaf_input)`.

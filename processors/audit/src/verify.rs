@@ -20,7 +20,7 @@ use crate::records::{
     ChainEntry, ChainRecord, ChainRecordBody, Checkpoint, CheckpointStatus, VerificationResult,
     VerificationStatus,
 };
-use crate::registry::{Registry, RegistryError, SignatureCheckError};
+use crate::registry::Registry;
 use crate::signer::ALGORITHM_ECDSA_P256_SHA256;
 
 /// Roots of pending checkpoints remembered for their late-signed copies.
@@ -364,13 +364,9 @@ impl ChainVerifier {
         };
         match registry.verify(kid, ALGORITHM_ECDSA_P256_SHA256, c.time_ms, &body, sig) {
             Ok(_) => (VerificationStatus::Ok, format!("signed by {kid}")),
-            Err(SignatureCheckError::Key(RegistryError::UnknownKid(_))) => (
-                VerificationStatus::UnknownSigner,
-                format!("kid {kid} is not in the signer registry"),
-            ),
-            Err(SignatureCheckError::Key(e)) => {
-                (VerificationStatus::SignatureInvalid, e.to_string())
-            }
+            // Unknown kid or outside its window: unknown_signer; revoked or a bad signature:
+            // signature_invalid (docs/signing.md).
+            Err(e) if e.status() == "unknown_signer" => (VerificationStatus::UnknownSigner, e.to_string()),
             Err(e) => (VerificationStatus::SignatureInvalid, e.to_string()),
         }
     }
@@ -437,8 +433,13 @@ impl ChainVerifier {
     }
 }
 
-/// Whether the entry's copied metadata (event id, type, time) agrees with its canonical bytes.
+/// Whether the entry's canonical bytes are canonical (they re-canonicalize to themselves) and
+/// its copied metadata (event id, type, time) agrees with them (docs/audit-chain.md §7).
 fn canonical_matches(e: &ChainEntry) -> bool {
+    let Ok(text) = std::str::from_utf8(&e.canonical) else { return false };
+    if crate::canonical::canonicalize_str(text).ok().as_deref() != Some(e.canonical.as_slice()) {
+        return false;
+    }
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&e.canonical) else { return false };
     v.get("event_id").and_then(|x| x.as_str()) == Some(e.event_id.as_str())
         && v.get("type").and_then(|x| x.as_str()) == Some(e.event_type.as_str())

@@ -31,7 +31,7 @@
 //! up for operators in `docs/signing.md`.
 
 mod blocking;
-mod config;
+pub mod config;
 pub mod kms;
 mod local;
 pub mod proxy;

@@ -170,10 +170,12 @@ fn bundled_topology_keeps_the_contract_names() {
         ("totals.input", "evalstream.runtime.TotalsInput"),
         ("totals.input.retry", "evalstream.runtime.TotalsInput"),
         ("totals.output", "evalstream.runtime.TotalsUpdate"),
+        ("audit.chain", "evalstream.audit.ChainRecord"),
+        ("audit.verifications", "evalstream.audit.VerificationResult"),
     ] {
         assert_eq!(t.schema_for_topic(topic), Some(schema), "{topic}");
     }
-    for raw in ["audit.chain", "audit.verifications", "eval.submissions.dlq"] {
+    for raw in ["eval.submissions.dlq", "evalstream.totals.changelog"] {
         assert!(t.topic(raw).is_some(), "{raw}");
         assert_eq!(t.schema_for_topic(raw), None, "{raw}");
     }
