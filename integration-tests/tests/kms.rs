@@ -9,6 +9,8 @@
 //! wants credentials and a region but accepts any: the tests set dummy ones (`testing`) once,
 //! before any thread makes a request, and never send real credentials to it.
 
+mod common;
+
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Once};
@@ -396,4 +398,161 @@ fn one_signer_serves_several_threads_at_once() {
             });
         }
     });
+}
+
+/// The audit chain end to end with AWS KMS (moto): checkpoints signed by KMS; during an outage
+/// (the KMS path goes down mid-stream) hashing goes on and checkpoints wait as
+/// `pending_signature`, counted as signing failures; when KMS is back they are signed in order,
+/// and the final verification of every partition is `ok`.
+///
+/// moto keeps keys only in memory (a restart would lose the key for good), so the outage is a
+/// forwarder in front of moto taken down and brought back: to the signer, KMS stopped answering
+/// and came back.
+#[test]
+fn audit_chain_signs_with_kms_and_signs_pending_checkpoints_after_an_outage() {
+    use common::audit;
+    use common::eos::Instance;
+    use evalstream_audit::records::{ChainRecordBody, VerificationStatus};
+    use evalstream_integration_tests as it;
+
+    let moto = setup();
+    let key_id = create_key(&moto, KeySpec::EccNistP256, KeyUsageType::SignVerify);
+    let outage = Outage::start(&moto);
+    let prefix = format!("{}.", it::unique_name("akms"));
+    for t in ["audit.events", "audit.chain", "audit.verifications"] {
+        it::create_topic(&format!("{prefix}{t}"), 2);
+    }
+    let codec = evalstream_runtime::codec::Codec::from_env().unwrap();
+    let dir = audit::temp_dir("akms");
+    let signers = dir.join("signers.json");
+    it::run(
+        it::evalstream()
+            .args(["signers", "add", "--file", signers.to_str().unwrap(), "--kid", "kms-audit"])
+            .args(["--from-kms", &key_id, "--valid-from", "2000-01-01T00:00:00Z"])
+            .env("AWS_ENDPOINT_URL", &moto),
+        None,
+    )
+    .assert_success();
+    let config = dir.join("chain.toml");
+    std::fs::write(&config, "[processor]\ncheckpoint_every = 100\npunctuate_ms = 500\n").unwrap();
+    let ops = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut chain = Instance::new("audit-chain", &prefix, "k0")
+        .env("EVALSTREAM_CONFIG", config.to_str().unwrap())
+        .env("EVALSTREAM_OPS_LISTEN", &format!("127.0.0.1:{ops}"))
+        .env("REQUIRE_KMS", "true")
+        .env("AUDIT_SIGNING_KMS_KEY_ID", &key_id)
+        .env("AUDIT_SIGNER_KID", "kms-audit")
+        .env("AWS_ENDPOINT_URL", &outage.url)
+        .env("AUDIT_SIGNING_TIMEOUT_MS", "1000")
+        .env("AUDIT_SIGNING_MAX_ATTEMPTS", "1");
+    chain.start();
+
+    let topic = format!("{prefix}audit.events");
+    let produce = |range: std::ops::Range<u64>| {
+        let recs: Vec<it::RawRecord> = range
+            .map(|i| {
+                let id = format!("ev-{i}");
+                it::RawRecord::new(audit::encode_event(&codec, &topic, &id, i))
+                    .key(id)
+                    .partition((i % 2) as i32)
+            })
+            .collect();
+        it::produce_raw(&topic, &recs);
+        let expected = common::eos::next_offsets(&topic);
+        it::wait_until("audit-chain to commit", Duration::from_secs(180), || {
+            std::thread::sleep(Duration::from_millis(300));
+            common::eos::group_committed(
+                &format!("{prefix}evalstream.audit-chain"),
+                &topic,
+                &expected,
+            )
+        });
+    };
+    produce(0..600);
+    outage.set(DOWN);
+    produce(600..1200);
+    std::thread::sleep(Duration::from_secs(2));
+    let during = audit::read_chain(&codec, &format!("{prefix}audit.chain"));
+    let pending_during = during
+        .values()
+        .flatten()
+        .filter(|(_, r)| matches!(&r.body, ChainRecordBody::Checkpoint(c) if c.signature.is_none()))
+        .count();
+    assert!(pending_during > 0, "the outage left no pending_signature checkpoint");
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(("127.0.0.1", ops)).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let failures: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("audit_signing_failures_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(failures >= 1.0, "signing failures not counted:\n{metrics}");
+    outage.set(UP);
+    produce(1200..1500);
+    std::thread::sleep(Duration::from_secs(4)); // punctuation signs what is still pending
+    chain.stop();
+
+    let records = audit::read_chain(&codec, &format!("{prefix}audit.chain"));
+    for (p, recs) in &records {
+        let pending: std::collections::HashSet<u64> = recs
+            .iter()
+            .filter_map(|(_, r)| match &r.body {
+                ChainRecordBody::Checkpoint(c) if c.signature.is_none() => Some(c.tree_size),
+                _ => None,
+            })
+            .collect();
+        let signed: std::collections::HashSet<u64> = recs
+            .iter()
+            .filter_map(|(_, r)| match &r.body {
+                ChainRecordBody::Checkpoint(c) if c.signature.is_some() => {
+                    assert_eq!(c.kid.as_deref(), Some("kms-audit"));
+                    assert_eq!(c.signer_kind.as_deref(), Some("kms"));
+                    Some(c.tree_size)
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(
+            pending.is_subset(&signed),
+            "partition {p}: never signed: {:?}",
+            pending.difference(&signed).collect::<Vec<_>>()
+        );
+    }
+
+    let mut verifier = Instance::new("audit-verifier", &prefix, "v0")
+        .env("SIGNERS_FILE", signers.to_str().unwrap());
+    verifier.start();
+    let chain_topic = format!("{prefix}audit.chain");
+    let expected = common::eos::next_offsets(&chain_topic);
+    it::wait_until("audit-verifier to commit", Duration::from_secs(180), || {
+        std::thread::sleep(Duration::from_millis(300));
+        common::eos::group_committed(
+            &format!("{prefix}evalstream.audit-verifier"),
+            &chain_topic,
+            &expected,
+        )
+    });
+    verifier.stop();
+    let results = audit::read_verifications(&codec, &format!("{prefix}audit.verifications"));
+    for (p, recs) in &records {
+        let rs = &results[p];
+        assert!(
+            rs.iter().all(|r| matches!(
+                r.status,
+                VerificationStatus::Ok | VerificationStatus::PendingSignature
+            )),
+            "partition {p}: {rs:?}"
+        );
+        let entries = audit::entries(recs).len() as u64;
+        let last_ok =
+            rs.iter().filter(|r| r.status == VerificationStatus::Ok).map(|r| r.to_seq).max();
+        assert_eq!(last_ok, Some(entries - 1), "partition {p}: not verified to the end");
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -12,6 +12,7 @@ pub mod chain;
 pub mod chain_processor;
 pub mod checkpoint;
 pub mod merkle;
+pub mod offline;
 pub mod records;
 pub mod registry;
 pub mod signer;

@@ -366,7 +366,9 @@ impl ChainVerifier {
             Ok(_) => (VerificationStatus::Ok, format!("signed by {kid}")),
             // Unknown kid or outside its window: unknown_signer; revoked or a bad signature:
             // signature_invalid (docs/signing.md).
-            Err(e) if e.status() == "unknown_signer" => (VerificationStatus::UnknownSigner, e.to_string()),
+            Err(e) if e.status() == "unknown_signer" => {
+                (VerificationStatus::UnknownSigner, e.to_string())
+            }
             Err(e) => (VerificationStatus::SignatureInvalid, e.to_string()),
         }
     }

@@ -268,7 +268,12 @@ impl ChainRecordJson {
             ChainRecordBody::Entry(e) => (Some(EntryJson::of(e)), None),
             ChainRecordBody::Checkpoint(c) => (None, Some(CheckpointJson::of(c))),
         };
-        ChainRecordJson { partition: r.partition, kind: r.kind().as_str().to_string(), entry, checkpoint }
+        ChainRecordJson {
+            partition: r.partition,
+            kind: r.kind().as_str().to_string(),
+            entry,
+            checkpoint,
+        }
     }
 
     /// The record back; `kind` must agree with the body.
@@ -283,7 +288,10 @@ impl ChainRecordJson {
                 )))
             }
             (other, _, _) => {
-                return Err(JsonFormError::Symbol { field: "kind".into(), value: other.to_string() })
+                return Err(JsonFormError::Symbol {
+                    field: "kind".into(),
+                    value: other.to_string(),
+                })
             }
         };
         Ok(ChainRecord { partition: self.partition, body })
