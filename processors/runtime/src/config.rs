@@ -81,9 +81,35 @@ pub struct RuntimeConfig {
     /// runtime owns (`enable.auto.commit`, `isolation.level`, `transactional.id`, ...) are rejected.
     #[serde(default)]
     pub kafka: BTreeMap<String, String>,
+    /// `normal`, or `read-only`: the runbook's safe mode. A read-only instance joins its group
+    /// and restores state but pauses every assigned partition: nothing is consumed, produced or
+    /// dropped, lag grows, and switching back to `normal` resumes exactly where it stopped.
+    #[serde(default)]
+    pub mode: Mode,
     /// Settings of the processor itself (free-form, validated by the processor).
     #[serde(default)]
     pub processor: BTreeMap<String, toml::Value>,
+}
+
+/// Processing mode.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Consume and process.
+    #[default]
+    Normal,
+    /// Pause every partition (see [`RuntimeConfig::mode`]).
+    ReadOnly,
+}
+
+impl Mode {
+    /// The name used in config, env and `/ready`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Normal => "normal",
+            Mode::ReadOnly => "read-only",
+        }
+    }
 }
 
 /// Retry-topic settings.
@@ -208,15 +234,27 @@ impl RuntimeConfig {
         fn num<T: std::str::FromStr>(k: &str, v: &str) -> Result<T, RuntimeError> {
             v.parse().map_err(|_| RuntimeError::Config(format!("{k}={v:?} is not a valid number")))
         }
-        // KAFKA_BOOTSTRAP_SERVERS first so that EVALSTREAM_BOOTSTRAP_SERVERS wins.
+        // KAFKA_BOOTSTRAP_SERVERS and MODE first so that the EVALSTREAM_ variables win.
         let mut sorted: Vec<&(String, String)> = env.iter().collect();
-        sorted.sort_by_key(|(k, _)| k != "KAFKA_BOOTSTRAP_SERVERS");
+        sorted.sort_by_key(|(k, _)| k != "KAFKA_BOOTSTRAP_SERVERS" && k != "MODE");
         for (k, v) in sorted {
             match k.as_str() {
                 "KAFKA_BOOTSTRAP_SERVERS" | "EVALSTREAM_BOOTSTRAP_SERVERS" => {
                     self.bootstrap_servers = v.clone()
                 }
                 "EVALSTREAM_INSTANCE_ID" => self.instance_id = v.clone(),
+                // `MODE` is the runbook's config-map key; EVALSTREAM_MODE wins when both are set.
+                "MODE" | "EVALSTREAM_MODE" => {
+                    self.mode = match v.as_str() {
+                        "normal" => Mode::Normal,
+                        "read-only" => Mode::ReadOnly,
+                        _ => {
+                            return Err(RuntimeError::Config(format!(
+                                "{k}={v:?} must be `normal` or `read-only`"
+                            )))
+                        }
+                    }
+                }
                 "EVALSTREAM_GROUP_ID" => self.group_id = Some(v.clone()),
                 "EVALSTREAM_TOPIC_PREFIX" => self.topic_prefix = v.clone(),
                 "EVALSTREAM_COMMIT_INTERVAL_MS" => self.commit_interval_ms = num(k, v)?,
@@ -402,6 +440,17 @@ mod tests {
         let e = RuntimeConfig::load_with(None, &env(&[("EVALSTREAM_COMMIT_INTERVAL_MS", "soon")]))
             .unwrap_err();
         assert!(e.to_string().contains("EVALSTREAM_COMMIT_INTERVAL_MS"), "{e}");
+    }
+
+    #[test]
+    fn read_only_mode_from_the_runbook_key_or_ours() {
+        let c = RuntimeConfig::load_with(None, &env(&[("MODE", "read-only")])).unwrap();
+        assert_eq!(c.mode, Mode::ReadOnly);
+        let c = RuntimeConfig::load_with(None, &env(&[("MODE", "read-only"), ("EVALSTREAM_MODE", "normal")]))
+            .unwrap();
+        assert_eq!(c.mode, Mode::Normal);
+        assert!(RuntimeConfig::load_with(None, &env(&[("MODE", "readonly")])).is_err());
+        assert_eq!(RuntimeConfig::from_toml("mode = \"read-only\"").unwrap().mode, Mode::ReadOnly);
     }
 
     #[test]

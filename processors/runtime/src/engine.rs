@@ -365,6 +365,11 @@ impl<P: Processor> ConsumerContext for EngineContext<P> {
                     Ok(()) => {
                         if let Err(e) = consumer.assign(tpl) {
                             core.fatal = Some(RuntimeError::kafka("assign", e));
+                        } else if core.cfg.mode == crate::config::Mode::ReadOnly {
+                            // Read-only: hold every partition; lag grows, nothing is dropped.
+                            if let Err(e) = consumer.pause(tpl) {
+                                core.fatal = Some(RuntimeError::kafka("pause (read-only)", e));
+                            }
                         }
                         info!(
                             partitions = tpl.count(),
@@ -405,6 +410,10 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
     let names = TopicNames::new(&cfg, &processor);
     ensure_internal_topics(&cfg, &names)?;
     opts.health.set_kafka(true, "topics checked");
+    opts.health.set_mode(cfg.mode.as_str());
+    if cfg.mode == crate::config::Mode::ReadOnly {
+        warn!("read-only mode: partitions are assigned and held, nothing is consumed");
+    }
 
     let transactional_id = format!("{}-{}", names.group, cfg.instance_id);
     let producer = new_producer(&cfg, &transactional_id)?;
@@ -830,6 +839,9 @@ impl<P: Processor> Core<P> {
     /// the commit writes its progress marker (a transaction never carries outputs without one).
     fn punctuate_if_due(&mut self) -> Result<(), RuntimeError> {
         let Some(interval) = self.processor.punctuate_interval() else { return Ok(()) };
+        if self.cfg.mode == crate::config::Mode::ReadOnly {
+            return Ok(());
+        }
         if self.last_punctuate.elapsed() < interval {
             return Ok(());
         }
