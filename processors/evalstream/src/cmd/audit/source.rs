@@ -73,7 +73,14 @@ impl Progress {
     /// A progress reporter; `enabled` false prints nothing.
     pub fn new(label: impl Into<String>, enabled: bool) -> Self {
         let now = Instant::now();
-        Progress { label: label.into(), enabled, started: now, last: now, records: 0, printed: false }
+        Progress {
+            label: label.into(),
+            enabled,
+            started: now,
+            last: now,
+            records: 0,
+            printed: false,
+        }
     }
 
     /// Counts one record read at `offset`.
@@ -434,12 +441,14 @@ impl OffsetProbe for BrokerProbe<'_> {
                     }
                     let time = match self.basis {
                         TimeBasis::Log => m.timestamp().to_millis(),
-                        TimeBasis::Event => match m.payload().map(|v| decode_chain_record(self.codec, v)) {
-                            Some(Ok(ChainRecord { body: ChainRecordBody::Entry(e), .. })) => {
-                                Some(e.occurred_at)
+                        TimeBasis::Event => {
+                            match m.payload().map(|v| decode_chain_record(self.codec, v)) {
+                                Some(Ok(ChainRecord {
+                                    body: ChainRecordBody::Entry(e), ..
+                                })) => Some(e.occurred_at),
+                                _ => None,
                             }
-                            _ => None,
-                        },
+                        }
                     };
                     if let Some(time_ms) = time {
                         return Ok(Some(Probe { offset: m.offset(), time_ms }));

@@ -1,0 +1,134 @@
+//! Retry topic: a record that cannot be processed *yet* (a settlement before its allocation)
+//! goes through `<topic>.retry` with backoff and is processed once its dependency arrives; one
+//! whose dependency never arrives is dead-lettered as `retries_exhausted` after the last attempt.
+//! The engine runs in-process here with a small test processor (pure logic, like any processor).
+#![cfg(feature = "broker")]
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apache_avro::types::Value;
+use evalstream_integration_tests as it;
+use evalstream_runtime::codec::Codec;
+use evalstream_runtime::config::RuntimeConfig;
+use evalstream_runtime::engine::{self, EngineOptions};
+use evalstream_runtime::error::ProcessError;
+use evalstream_runtime::headers;
+use evalstream_runtime::metrics::Metrics;
+use evalstream_runtime::ops::Health;
+use evalstream_runtime::processor::{Context, Input, Output, Processor};
+
+/// `A:<id>` declares an allocation; `S:<id>` settles it and needs the declaration first.
+struct Settle;
+
+impl Processor for Settle {
+    fn name(&self) -> &str {
+        "retry-test"
+    }
+    fn inputs(&self) -> Vec<String> {
+        vec!["rt.input".into()]
+    }
+    fn process(&mut self, input: &Input<'_>, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        let Value::Record(fields) = input.value else { return Err(ProcessError::Invalid("not a record".into())) };
+        let key = match &fields[0].1 {
+            Value::String(s) => s.clone(),
+            _ => return Err(ProcessError::Invalid("key".into())),
+        };
+        let (kind, id) = key.split_once(':').ok_or_else(|| ProcessError::Invalid(key.clone()))?;
+        match kind {
+            "A" => ctx.state().put(id.as_bytes(), b"declared".to_vec()),
+            "S" if ctx.state().get(id.as_bytes()).is_some() => {
+                let v = Value::Record(vec![
+                    ("key".into(), Value::String(key.clone())),
+                    ("amount".into(), Value::Long(input.attempt as i64)),
+                    ("total".into(), Value::Long(0)),
+                    ("source_topic".into(), Value::String(input.topic.into())),
+                    ("source_partition".into(), Value::Int(input.partition)),
+                    ("source_offset".into(), Value::Long(input.offset)),
+                ]);
+                ctx.emit(Output::new("rt.output", Some(key.into_bytes()), "evalstream.runtime.TotalsUpdate", v));
+            }
+            "S" => return Err(ProcessError::NotReady(format!("allocation {id} not known yet"))),
+            _ => return Err(ProcessError::Invalid(key)),
+        }
+        Ok(())
+    }
+}
+
+fn rec(codec: &Codec, topic: &str, key: &str) -> it::RawRecord {
+    let v = Value::Record(vec![
+        ("key".into(), Value::String(key.into())),
+        ("amount".into(), Value::Long(1)),
+        ("payload".into(), Value::String(String::new())),
+    ]);
+    it::RawRecord::new(codec.encode(topic, "evalstream.runtime.TotalsInput", &v).unwrap()).partition(0)
+}
+
+#[test]
+fn not_ready_records_are_retried_with_backoff_then_dead_lettered() {
+    let prefix = format!("{}.", it::unique_name("retry"));
+    let input = format!("{prefix}rt.input");
+    it::create_topic(&input, 1);
+    it::create_topic(&format!("{prefix}rt.output"), 1);
+    let codec = Codec::from_env().unwrap();
+    let mut cfg = RuntimeConfig::load_with(None, &[("KAFKA_BOOTSTRAP_SERVERS".into(), it::bootstrap_servers())]).unwrap();
+    cfg.topic_prefix = prefix.clone();
+    cfg.instance_id = "rt0".into();
+    cfg.session_timeout_ms = 6000;
+    cfg.ops_listen = None;
+    cfg.retry.max_attempts = 3;
+    cfg.retry.initial_backoff_ms = 400;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let handle = engine::spawn(
+        Settle,
+        EngineOptions {
+            config: cfg,
+            codec: codec.clone(),
+            metrics: Metrics::new("retry-test"),
+            health: Health::new("retry-test"),
+            shutdown: shutdown.clone(),
+            fail_point: None,
+        },
+    )
+    .unwrap();
+
+    // The settlement of 1 arrives before its allocation; 2 is never allocated.
+    let coords = it::produce_raw(&input, &[rec(&codec, &input, "S:1"), rec(&codec, &input, "S:2")]);
+    std::thread::sleep(Duration::from_millis(300));
+    it::produce_raw(&input, &[rec(&codec, &input, "A:1")]);
+
+    it::wait_until("S:2 to be dead-lettered", Duration::from_secs(90), || {
+        std::thread::sleep(Duration::from_millis(300));
+        !it::read_topic(&format!("{prefix}rt.input.dlq")).is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    shutdown.store(true, std::sync::atomic::Ordering::SeqCst);
+    handle.join().unwrap().unwrap();
+
+    let outputs = it::read_topic(&format!("{prefix}rt.output"));
+    assert_eq!(outputs.len(), 1, "S:1 settled exactly once");
+    let o = &outputs[0];
+    assert_eq!(o.key_str(), Some("S:1"));
+    // Its source is the original record, not the retry copy.
+    assert_eq!(o.header_str(headers::SOURCE), Some(headers::coordinate(&input, coords[0].0, coords[0].1).as_str()));
+    let d = codec.decode(o.value.as_deref().unwrap()).unwrap();
+    let Value::Record(f) = d.value else { panic!() };
+    assert!(matches!(f[1].1, Value::Long(a) if a >= 2), "settled on a retry attempt: {:?}", f[1].1);
+
+    let dlq = it::read_topic(&format!("{prefix}rt.input.dlq"));
+    assert_eq!(dlq.len(), 1);
+    let d = &dlq[0];
+    assert_eq!(d.header_str(headers::ERR_CLASS), Some("retries_exhausted"));
+    assert_eq!(d.header_str(headers::ERR_ATTEMPTS), Some("3"));
+    assert_eq!(d.header_str(headers::ERR_TOPIC), Some(input.as_str()));
+    assert_eq!(d.header_str(headers::ERR_OFFSET), Some(coords[1].1.to_string().as_str()));
+
+    // The retry topic saw S:2 twice (attempts 2 and 3) with growing due times, and S:1 at least once.
+    let retries = it::read_topic(&format!("{prefix}rt.input.retry"));
+    let s2: Vec<_> = retries.iter().filter(|r| r.header_str(headers::RETRY_OFFSET) == Some(coords[1].1.to_string().as_str())).collect();
+    let attempts: Vec<&str> = s2.iter().filter_map(|r| r.header_str(headers::RETRY_ATTEMPT)).collect();
+    assert_eq!(attempts, vec!["2", "3"]);
+}
