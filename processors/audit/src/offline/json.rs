@@ -434,8 +434,8 @@ pub struct ArchiveRecord {
 pub enum ArchiveLine {
     /// The first line.
     Export(ExportHeader),
-    /// A record.
-    Record(ArchiveRecord),
+    /// A record (boxed: far larger than the other lines).
+    Record(Box<ArchiveRecord>),
     /// A partition summary (after its records).
     Range(ExportRange),
 }
@@ -542,14 +542,14 @@ mod tests {
 
     #[test]
     fn archive_lines_are_tagged() {
-        let line = ArchiveLine::Record(ArchiveRecord {
+        let line = ArchiveLine::Record(Box::new(ArchiveRecord {
             partition: 1,
             offset: 5,
             timestamp: None,
             record: None,
             raw: Some("AAE=".into()),
             error: Some("bad magic".into()),
-        });
+        }));
         let text = serde_json::to_string(&line).unwrap();
         assert!(text.starts_with(r#"{"type":"record""#), "{text}");
         assert_eq!(serde_json::from_str::<ArchiveLine>(&text).unwrap(), line);

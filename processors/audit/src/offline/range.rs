@@ -536,7 +536,7 @@ pub(crate) mod tests {
         fn push(&mut self, body: ChainRecordBody) {
             let offset = self.next_offset;
             // Every other record is followed by a transaction marker: offsets have gaps.
-            self.next_offset += if self.records.len() % 2 == 0 { 1 } else { 2 };
+            self.next_offset += if self.records.len().is_multiple_of(2) { 1 } else { 2 };
             self.records.push((offset, ChainRecord { partition: self.partition, body }));
         }
 

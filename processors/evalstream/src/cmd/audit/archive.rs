@@ -101,7 +101,7 @@ impl JsonlWriter {
                 error: Some(e.clone()),
             },
         };
-        self.line(&ArchiveLine::Record(line))
+        self.line(&ArchiveLine::Record(Box::new(line)))
     }
 
     /// A partition summary.

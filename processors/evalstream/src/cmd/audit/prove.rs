@@ -102,7 +102,12 @@ fn find(broker: &Broker<'_>, args: &ProveArgs) -> anyhow::Result<Vec<Found>> {
 /// What step 2 found.
 enum Collected {
     /// The entry, the hashes 0.. and the covering signed checkpoint.
-    Proof { entry: ChainEntry, hashes: Vec<Hash>, checkpoint: Checkpoint, checkpoint_offset: i64 },
+    Proof {
+        entry: Box<ChainEntry>,
+        hashes: Vec<Hash>,
+        checkpoint: Box<Checkpoint>,
+        checkpoint_offset: i64,
+    },
     /// The entry is not under a signed checkpoint yet.
     NotSigned { seq: u64, pending: Option<u64> },
     /// The chain is not contiguous before the checkpoint.
@@ -156,9 +161,9 @@ fn collect(broker: &Broker<'_>, found: &Found, quiet: bool) -> anyhow::Result<Co
                     return true;
                 }
                 result = Some(Collected::Proof {
-                    entry: target.clone(),
+                    entry: Box::new(target.clone()),
                     hashes: std::mem::take(&mut hashes),
-                    checkpoint: c,
+                    checkpoint: Box::new(c),
                     checkpoint_offset: r.offset,
                 });
                 false

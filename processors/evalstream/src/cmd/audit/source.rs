@@ -86,7 +86,9 @@ impl Progress {
     /// Counts one record read at `offset`.
     pub fn tick(&mut self, offset: i64) {
         self.records += 1;
-        if !self.enabled || self.records % 256 != 0 || self.last.elapsed() < Duration::from_secs(1)
+        if !self.enabled
+            || !self.records.is_multiple_of(256)
+            || self.last.elapsed() < Duration::from_secs(1)
         {
             return;
         }
