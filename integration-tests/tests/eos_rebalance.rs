@@ -79,7 +79,8 @@ fn read_only_mode_consumes_nothing_and_loses_nothing() {
     it::create_topic(&format!("{prefix}totals.input"), 2);
     it::create_topic(&format!("{prefix}totals.output"), 2);
     let codec = Codec::from_env().expect("codec");
-    let first = eos::produce_inputs(&codec, &format!("{prefix}totals.input"), 0..500, 500, Duration::ZERO);
+    let first =
+        eos::produce_inputs(&codec, &format!("{prefix}totals.input"), 0..500, 500, Duration::ZERO);
     let mut normal = Instance::new("totals", &prefix, "ro");
     normal.start();
     eos::wait_committed(&prefix, &eos::next_offsets_of(&first), Duration::from_secs(120));
@@ -87,11 +88,25 @@ fn read_only_mode_consumes_nothing_and_loses_nothing() {
 
     let mut ro = Instance::new("totals", &prefix, "ro").env("MODE", "read-only");
     ro.start();
-    let second = eos::produce_inputs(&codec, &format!("{prefix}totals.input"), 500..1000, 500, Duration::ZERO);
+    let second = eos::produce_inputs(
+        &codec,
+        &format!("{prefix}totals.input"),
+        500..1000,
+        500,
+        Duration::ZERO,
+    );
     std::thread::sleep(Duration::from_secs(10)); // joined and assigned by now (6 s session)
     assert!(ro.running(), "read-only instance must keep running");
-    assert_eq!(it::read_topic(&format!("{prefix}totals.output")).len(), 500, "read-only produced output");
-    assert!(!eos::group_committed(&format!("{prefix}evalstream.totals"), &format!("{prefix}totals.input"), &eos::next_offsets_of(&second)));
+    assert_eq!(
+        it::read_topic(&format!("{prefix}totals.output")).len(),
+        500,
+        "read-only produced output"
+    );
+    assert!(!eos::group_committed(
+        &format!("{prefix}evalstream.totals"),
+        &format!("{prefix}totals.input"),
+        &eos::next_offsets_of(&second)
+    ));
     ro.stop();
 
     let mut back = Instance::new("totals", &prefix, "ro");

@@ -32,7 +32,9 @@ impl Processor for Settle {
         vec!["rt.input".into()]
     }
     fn process(&mut self, input: &Input<'_>, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
-        let Value::Record(fields) = input.value else { return Err(ProcessError::Invalid("not a record".into())) };
+        let Value::Record(fields) = input.value else {
+            return Err(ProcessError::Invalid("not a record".into()));
+        };
         let key = match &fields[0].1 {
             Value::String(s) => s.clone(),
             _ => return Err(ProcessError::Invalid("key".into())),
@@ -49,7 +51,12 @@ impl Processor for Settle {
                     ("source_partition".into(), Value::Int(input.partition)),
                     ("source_offset".into(), Value::Long(input.offset)),
                 ]);
-                ctx.emit(Output::new("rt.output", Some(key.into_bytes()), "evalstream.runtime.TotalsUpdate", v));
+                ctx.emit(Output::new(
+                    "rt.output",
+                    Some(key.into_bytes()),
+                    "evalstream.runtime.TotalsUpdate",
+                    v,
+                ));
             }
             "S" => return Err(ProcessError::NotReady(format!("allocation {id} not known yet"))),
             _ => return Err(ProcessError::Invalid(key)),
@@ -64,7 +71,8 @@ fn rec(codec: &Codec, topic: &str, key: &str) -> it::RawRecord {
         ("amount".into(), Value::Long(1)),
         ("payload".into(), Value::String(String::new())),
     ]);
-    it::RawRecord::new(codec.encode(topic, "evalstream.runtime.TotalsInput", &v).unwrap()).partition(0)
+    it::RawRecord::new(codec.encode(topic, "evalstream.runtime.TotalsInput", &v).unwrap())
+        .partition(0)
 }
 
 #[test]
@@ -74,7 +82,11 @@ fn not_ready_records_are_retried_with_backoff_then_dead_lettered() {
     it::create_topic(&input, 1);
     it::create_topic(&format!("{prefix}rt.output"), 1);
     let codec = Codec::from_env().unwrap();
-    let mut cfg = RuntimeConfig::load_with(None, &[("KAFKA_BOOTSTRAP_SERVERS".into(), it::bootstrap_servers())]).unwrap();
+    let mut cfg = RuntimeConfig::load_with(
+        None,
+        &[("KAFKA_BOOTSTRAP_SERVERS".into(), it::bootstrap_servers())],
+    )
+    .unwrap();
     cfg.topic_prefix = prefix.clone();
     cfg.instance_id = "rt0".into();
     cfg.session_timeout_ms = 6000;
@@ -113,7 +125,10 @@ fn not_ready_records_are_retried_with_backoff_then_dead_lettered() {
     let o = &outputs[0];
     assert_eq!(o.key_str(), Some("S:1"));
     // Its source is the original record, not the retry copy.
-    assert_eq!(o.header_str(headers::SOURCE), Some(headers::coordinate(&input, coords[0].0, coords[0].1).as_str()));
+    assert_eq!(
+        o.header_str(headers::SOURCE),
+        Some(headers::coordinate(&input, coords[0].0, coords[0].1).as_str())
+    );
     let d = codec.decode(o.value.as_deref().unwrap()).unwrap();
     let Value::Record(f) = d.value else { panic!() };
     assert!(matches!(f[1].1, Value::Long(a) if a >= 2), "settled on a retry attempt: {:?}", f[1].1);
@@ -128,7 +143,11 @@ fn not_ready_records_are_retried_with_backoff_then_dead_lettered() {
 
     // The retry topic saw S:2 twice (attempts 2 and 3) with growing due times, and S:1 at least once.
     let retries = it::read_topic(&format!("{prefix}rt.input.retry"));
-    let s2: Vec<_> = retries.iter().filter(|r| r.header_str(headers::RETRY_OFFSET) == Some(coords[1].1.to_string().as_str())).collect();
-    let attempts: Vec<&str> = s2.iter().filter_map(|r| r.header_str(headers::RETRY_ATTEMPT)).collect();
+    let s2: Vec<_> = retries
+        .iter()
+        .filter(|r| r.header_str(headers::RETRY_OFFSET) == Some(coords[1].1.to_string().as_str()))
+        .collect();
+    let attempts: Vec<&str> =
+        s2.iter().filter_map(|r| r.header_str(headers::RETRY_ATTEMPT)).collect();
     assert_eq!(attempts, vec!["2", "3"]);
 }

@@ -446,8 +446,11 @@ mod tests {
     fn read_only_mode_from_the_runbook_key_or_ours() {
         let c = RuntimeConfig::load_with(None, &env(&[("MODE", "read-only")])).unwrap();
         assert_eq!(c.mode, Mode::ReadOnly);
-        let c = RuntimeConfig::load_with(None, &env(&[("MODE", "read-only"), ("EVALSTREAM_MODE", "normal")]))
-            .unwrap();
+        let c = RuntimeConfig::load_with(
+            None,
+            &env(&[("MODE", "read-only"), ("EVALSTREAM_MODE", "normal")]),
+        )
+        .unwrap();
         assert_eq!(c.mode, Mode::Normal);
         assert!(RuntimeConfig::load_with(None, &env(&[("MODE", "readonly")])).is_err());
         assert_eq!(RuntimeConfig::from_toml("mode = \"read-only\"").unwrap().mode, Mode::ReadOnly);

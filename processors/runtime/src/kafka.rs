@@ -19,6 +19,9 @@ pub fn base(cfg: &RuntimeConfig) -> ClientConfig {
     c
 }
 
+/// Upper bound of a fetch's wait for data (see [`eos_consumer`]).
+pub const FETCH_WAIT_MS: u64 = 50;
+
 /// A consumer in `group` for exactly-once processing: no auto-commit (offsets are committed by
 /// the transaction), `read_committed`, and no automatic offset store.
 pub fn eos_consumer(cfg: &RuntimeConfig, group: &str) -> ClientConfig {
@@ -32,7 +35,12 @@ pub fn eos_consumer(cfg: &RuntimeConfig, group: &str) -> ClientConfig {
         // Eager assignment: every rebalance revokes everything first, so the runtime commits its
         // open transaction exactly once per rebalance, before any partition moves.
         .set("partition.assignment.strategy", "range,roundrobin")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // A fetch waits at most this long for data. Apache Kafka answers as soon as
+        // `fetch.min.bytes` (1) are there; some brokers (our local Tansu among them) hold
+        // read_committed fetches for the whole wait, which would cap throughput at one fetch
+        // per 500 ms (the librdkafka default). One commit interval is the natural bound.
+        .set("fetch.wait.max.ms", FETCH_WAIT_MS.to_string());
     c
 }
 

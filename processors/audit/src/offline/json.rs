@@ -53,7 +53,29 @@ pub enum JsonFormError {
     /// Fields that contradict each other.
     #[error("{0}")]
     Inconsistent(String),
+    /// A number beyond what the Avro form can hold (`long` sequence numbers and tree sizes,
+    /// `int` partitions), as the broker's records never carry.
+    #[error("{field}: value {value} out of range")]
+    OutOfRange {
+        /// Field path.
+        field: String,
+        /// The value.
+        value: u64,
+    },
 }
+
+/// Checks that `value` fits an Avro `long` (sequence numbers, tree sizes) or, with `max`
+/// `i32::MAX`, an `int` (partitions).
+fn in_range(field: &str, value: u64, max: u64) -> Result<u64, JsonFormError> {
+    if value <= max {
+        Ok(value)
+    } else {
+        Err(JsonFormError::OutOfRange { field: field.to_string(), value })
+    }
+}
+
+const LONG_MAX: u64 = i64::MAX as u64;
+const INT_MAX: u64 = i32::MAX as u64;
 
 /// Lowercase hex of a hash.
 pub fn hash_hex(h: &Hash) -> String {
@@ -159,8 +181,9 @@ impl EntryJson {
 
     /// The entry back.
     pub fn to_entry(&self) -> Result<ChainEntry, JsonFormError> {
+        in_range("entry.source_partition", u64::from(self.source_partition), INT_MAX)?;
         Ok(ChainEntry {
-            seq: self.seq,
+            seq: in_range("entry.seq", self.seq, LONG_MAX)?,
             event_id: self.event_id.clone(),
             event_type: self.event_type.clone(),
             occurred_at: self.occurred_at,
@@ -224,7 +247,7 @@ impl CheckpointJson {
     /// The checkpoint back.
     pub fn to_checkpoint(&self) -> Result<Checkpoint, JsonFormError> {
         Ok(Checkpoint {
-            tree_size: self.tree_size,
+            tree_size: in_range("checkpoint.tree_size", self.tree_size, LONG_MAX)?,
             root: parse_hash("checkpoint.root", &self.root)?,
             head_hash: parse_hash("checkpoint.head_hash", &self.head_hash)?,
             time_ms: self.time_ms,
@@ -294,6 +317,7 @@ impl ChainRecordJson {
                 })
             }
         };
+        in_range("partition", u64::from(self.partition), INT_MAX)?;
         Ok(ChainRecord { partition: self.partition, body })
     }
 }
@@ -536,6 +560,15 @@ mod tests {
         let mut j = good;
         j.kind = "other".into();
         assert!(matches!(j.to_record(), Err(JsonFormError::Symbol { .. })));
+        let mut j = ChainRecordJson::of(&ChainRecord {
+            partition: 3,
+            body: ChainRecordBody::Entry(entry()),
+        });
+        j.entry.as_mut().unwrap().seq = u64::MAX;
+        assert!(matches!(j.to_record(), Err(JsonFormError::OutOfRange { .. })));
+        j.entry.as_mut().unwrap().seq = 0;
+        j.partition = u32::MAX;
+        assert!(matches!(j.to_record(), Err(JsonFormError::OutOfRange { .. })));
         let unknown = r#"{"partition":0,"kind":"entry","extra":1}"#;
         assert!(serde_json::from_str::<ChainRecordJson>(unknown).is_err());
     }

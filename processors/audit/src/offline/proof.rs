@@ -351,7 +351,7 @@ pub fn check_proof(proof: &InclusionProof, registry: Option<&Registry>) -> Proof
             Err(e) => format!("the audit path does not lead to the checkpoint root: {e}"),
         },
     );
-    if proof.leaf_index + 1 == proof.tree_size {
+    if proof.leaf_index.checked_add(1) == Some(proof.tree_size) {
         s.check(
             "checkpoint head",
             head_hash == recomputed,
@@ -484,6 +484,27 @@ mod tests {
         let mut p = good;
         p.format = "something else".into();
         assert_eq!(failed_steps(&p, &registry), vec!["format"]);
+    }
+
+    #[test]
+    fn extreme_numbers_are_failed_steps_not_panics() {
+        let (good, registry) = proof_of(12);
+        for (leaf, size, path_len) in
+            [(u64::MAX, u64::MAX, 2), (u64::MAX - 1, u64::MAX, 64), (0, 0, 0), (5, 3, 200)]
+        {
+            let mut p = good.clone();
+            p.leaf_index = leaf;
+            p.seq = leaf;
+            p.entry.seq = leaf;
+            p.tree_size = size;
+            p.checkpoint.tree_size = size;
+            p.audit_path = vec![hash_hex(&[1; 32]); path_len];
+            assert_eq!(check_proof(&p, Some(&registry)).verdict, ProofVerdict::Invalid);
+        }
+        let mut p = good;
+        p.checkpoint.time_ms = i64::MIN;
+        p.entry.occurred_at = i64::MAX;
+        assert_eq!(check_proof(&p, Some(&registry)).verdict, ProofVerdict::Invalid);
     }
 
     #[test]

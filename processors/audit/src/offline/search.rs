@@ -16,8 +16,9 @@
 //! log crosses `T`, and since verification links every entry to its predecessor, a boundary one
 //! record off changes what is reported as "the range", never whether the chain holds.
 //!
-//! The high watermark is only a hint too (our local broker reports the base offset of the last
-//! batch): the search first makes sure its upper bound really is past every record before `T`.
+//! The search never reads at or past `end`, the offset after the partition's last record, which
+//! the caller establishes by reading (the high watermark is only a hint on our local broker, and a
+//! fetch beyond the end of its log neither returns records nor fails: it just waits).
 
 use std::collections::HashMap;
 
@@ -63,11 +64,15 @@ pub struct Located {
 struct Search<'p, P: OffsetProbe> {
     probe: &'p mut P,
     target: i64,
+    end: i64,
     memo: HashMap<i64, Option<Probe>>,
 }
 
 impl<P: OffsetProbe> Search<'_, P> {
     fn at(&mut self, x: i64) -> Result<Option<Probe>, P::Error> {
+        if x >= self.end {
+            return Ok(None);
+        }
         if let Some(r) = self.memo.get(&x) {
             return Ok(*r);
         }
@@ -81,29 +86,21 @@ impl<P: OffsetProbe> Search<'_, P> {
     }
 }
 
-/// The first record of the partition (offsets from `low`) whose time is at or after
-/// `target_ms`, starting from the broker's `hint` and checking it by reading; `high_hint` is the
-/// high watermark, also only a hint.
+/// The first record of the partition (offsets `low..end`, `end` being the offset after the last
+/// record) whose time is at or after `target_ms`, starting from the broker's `hint` and checking
+/// it by reading.
 pub fn locate_time<P: OffsetProbe>(
     probe: &mut P,
     target_ms: i64,
     low: i64,
-    high_hint: i64,
+    end: i64,
     hint: Option<i64>,
 ) -> Result<Located, P::Error> {
-    let mut s = Search { probe, target: target_ms, memo: HashMap::new() };
-    // Invariant below: pred(hi) holds, and pred(lo - 1) does not (or lo == low).
+    let mut s = Search { probe, target: target_ms, end, memo: HashMap::new() };
+    // Invariant: pred(hi) holds (nothing is at or after `end`), and pred(lo - 1) does not (or
+    // lo == low).
     let mut lo = low;
-    let mut hi = high_hint.max(low);
-    let mut step = 1i64;
-    while !s.pred(hi)? {
-        // A record before the target at or after the watermark: the watermark was low. Jump
-        // past that record, further each time.
-        let past = s.at(hi)?.map_or(hi, |p| p.offset);
-        lo = past.saturating_add(1).max(lo);
-        hi = past.saturating_add(step);
-        step = step.saturating_mul(2);
-    }
+    let mut hi = end.max(low);
     let hint_at = hint.map(|g| g.clamp(lo, hi));
     if let Some(g) = hint_at {
         if s.pred(g)? {
@@ -175,6 +172,9 @@ mod tests {
         type Error = std::convert::Infallible;
 
         fn probe(&mut self, offset: i64) -> Result<Option<Probe>, Self::Error> {
+            // Like our local broker, a read past the end would never return.
+            let end = self.records.last().map_or(0, |(o, _)| o + 1);
+            assert!(offset < end, "probed offset {offset} at or past the end {end}");
             self.reads += 1;
             Ok(self
                 .records
@@ -192,14 +192,14 @@ mod tests {
     #[test]
     fn a_correct_hint_costs_two_reads() {
         let mut l = log();
-        // The hint, the record before it, and the upper bound.
-        let located = locate_time(&mut l, 1_000_000 + 601 * 1000, 0, 1500, Some(601)).unwrap();
+        // The hint and the record before it.
+        let located = locate_time(&mut l, 1_000_000 + 601 * 1000, 0, 1499, Some(601)).unwrap();
         assert_eq!(located.offset, Some(601));
         assert!(located.hint_correct);
-        assert_eq!(located.probes, 3, "{located:?}");
+        assert_eq!(located.probes, 2, "{located:?}");
         // Before a marker offset the check needs a few more reads, not a search of the log.
         let mut l = log();
-        let located = locate_time(&mut l, 1_000_000 + 600 * 1000, 0, 1500, Some(600)).unwrap();
+        let located = locate_time(&mut l, 1_000_000 + 600 * 1000, 0, 1499, Some(600)).unwrap();
         assert_eq!(located.offset, Some(600));
         assert!(located.hint_correct);
         assert!(located.probes <= 6, "{located:?}");
@@ -212,7 +212,7 @@ mod tests {
             let mut l = log();
             let target = 1_000_000 + target_offset * 1000;
             let want = l.expected(target);
-            let located = locate_time(&mut l, target, 0, 1500, Some(0)).unwrap();
+            let located = locate_time(&mut l, target, 0, 1499, Some(0)).unwrap();
             assert_eq!(located.offset, want, "target offset {target_offset}");
             assert!(!located.hint_correct);
             assert!(located.probes <= 40, "{located:?}");
@@ -224,7 +224,7 @@ mod tests {
         for (target_offset, hint) in [(700, 690), (700, 712), (700, 1400), (9, 1200), (700, 0)] {
             let mut l = log();
             let target = 1_000_000 + target_offset * 1000;
-            let located = locate_time(&mut l, target, 0, 1500, Some(hint)).unwrap();
+            let located = locate_time(&mut l, target, 0, 1499, Some(hint)).unwrap();
             assert_eq!(located.offset, l.expected(target), "hint {hint}");
         }
     }
@@ -233,21 +233,22 @@ mod tests {
     fn times_between_records_and_outside_the_log() {
         let mut l = log();
         // Between offset 10 (t=1_010_000) and 12 (11 is a marker).
-        let located = locate_time(&mut l, 1_010_500, 0, 1500, None).unwrap();
+        let located = locate_time(&mut l, 1_010_500, 0, 1499, None).unwrap();
         assert_eq!(located.offset, Some(12));
-        let located = locate_time(&mut l, 0, 0, 1500, Some(800)).unwrap();
+        let located = locate_time(&mut l, 0, 0, 1499, Some(800)).unwrap();
         assert_eq!(located.offset, Some(0));
-        let located = locate_time(&mut l, i64::MAX, 0, 1500, Some(0)).unwrap();
+        let located = locate_time(&mut l, i64::MAX, 0, 1499, Some(0)).unwrap();
         assert_eq!(located.offset, None);
     }
 
     #[test]
-    fn a_watermark_that_is_too_low_is_extended() {
-        // Our local broker reports the base offset of the last batch + 1 as the high watermark.
+    fn hints_past_the_end_are_never_read() {
         let mut l = log();
-        let target = 1_000_000 + 1490 * 1000;
-        let located = locate_time(&mut l, target, 0, 1000, Some(0)).unwrap();
-        assert_eq!(located.offset, l.expected(target));
+        let end = 1499; // offset 1498 is the last record
+        for target in [1_000_000 + 1490 * 1000, i64::MAX] {
+            let located = locate_time(&mut l, target, 0, end, Some(5000)).unwrap();
+            assert_eq!(located.offset, l.expected(target));
+        }
     }
 
     #[test]
@@ -255,9 +256,14 @@ mod tests {
         let mut l = FakeLog::new((500..600).map(|o| (o, o)).collect());
         let located = locate_time(&mut l, 550, 500, 600, Some(0)).unwrap();
         assert_eq!(located.offset, Some(550));
+        let located = locate_time(&mut l, 650, 500, 600, Some(0)).unwrap();
+        assert_eq!(located.offset, None);
+        let located = locate_time(&mut l, 0, 500, 600, None).unwrap();
+        assert_eq!(located.offset, Some(500));
         let mut empty = FakeLog::new(vec![]);
         let located = locate_time(&mut empty, 5, 0, 0, Some(0)).unwrap();
         assert_eq!(located.offset, None);
+        assert_eq!(located.probes, 0);
     }
 
     #[test]
@@ -265,9 +271,12 @@ mod tests {
         // Times ascend except for one late event; the answer is a record at or after the target
         // whose predecessor (in probe order) is before it.
         let mut records: Vec<(i64, i64)> = (0..100).map(|o| (o, o * 10)).collect();
-        records[50].1 = 5;
-        let mut l = FakeLog::new(records);
-        let located = locate_time(&mut l, 600, 0, 100, Some(0)).unwrap();
-        assert_eq!(located.offset, Some(60));
+        records[70].1 = 5;
+        records[30].1 = 900;
+        for hint in [None, Some(0), Some(70), Some(99)] {
+            let mut l = FakeLog::new(records.clone());
+            let o = locate_time(&mut l, 600, 0, 100, hint).unwrap().offset.unwrap() as usize;
+            assert!(records[o].1 >= 600 && records[o - 1].1 < 600, "hint {hint:?}: offset {o}");
+        }
     }
 }

@@ -204,6 +204,23 @@ pub(crate) fn prepare(
     for r in rt.block_on(admin.create_topics(&new, &AdminOptions::new()))? {
         r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
     }
+    // Wait until every new topic shows all its partitions in the metadata, so the first
+    // consumer does not race the creation (UnknownTopicOrPartition).
+    let meta: BaseConsumer = kafka::base(&cfg).create()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for t in &topics {
+        loop {
+            let md = meta.fetch_metadata(Some(t), Duration::from_secs(5))?;
+            let ok = md.topics().first().is_some_and(|x| {
+                x.error().is_none() && x.partitions().len() == args.partitions as usize
+            });
+            if ok {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "topic {t} did not appear within 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 
     let producer: ThreadedProducer<DefaultProducerContext> =
         kafka::plain_producer(&cfg).set("linger.ms", "20").set("batch.size", "1000000").create()?;

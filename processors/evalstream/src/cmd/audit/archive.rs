@@ -26,7 +26,7 @@ use evalstream_audit::offline::json::{
     ExportMetadata, ExportRange, EXPORT_METADATA_KEY,
 };
 use evalstream_audit::records::{ChainRecord, CHAIN_RECORD_SCHEMA};
-use evalstream_runtime::codec::Codec;
+use evalstream_runtime::codec::{Codec, MAX_ALLOCATION_BYTES};
 use evalstream_runtime::reader::ReadRecord;
 
 use super::source::Decoded;
@@ -248,6 +248,8 @@ fn schema_name(schema: &Schema) -> Option<String> {
 }
 
 fn read_avro(input: impl Read, f: &mut dyn FnMut(Event)) -> anyhow::Result<ReadOutcome> {
+    // The codec's cap on any one allocation from a length prefix: an archive is untrusted input.
+    apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
     let mut outcome = ReadOutcome { format: Format::Avro, corrupt: None, notes: Vec::new() };
     let reader = match apache_avro::Reader::new(input) {
         Ok(r) => r,
@@ -326,4 +328,128 @@ fn read_avro(input: impl Read, f: &mut dyn FnMut(Event)) -> anyhow::Result<ReadO
         }
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evalstream_audit::chain::{AuditEventJson, ChainHead};
+    use evalstream_audit::merkle::CompactRange;
+    use evalstream_audit::offline::json::{offset_runs, EXPORT_FORMAT};
+    use evalstream_audit::records::{ChainEntry, ChainRecordBody, Checkpoint};
+    use evalstream_runtime::codec::SchemaStore;
+
+    /// Three entries and a checkpoint of chain 1, at offsets with a gap (a transaction marker).
+    fn records() -> Vec<(i64, ChainRecord)> {
+        let mut head = ChainHead::genesis(1);
+        let mut range = CompactRange::new();
+        let mut out = Vec::new();
+        for (i, offset) in [10i64, 11, 13].into_iter().enumerate() {
+            let event = AuditEventJson {
+                event_id: format!("evt-{i}"),
+                event_type: "t".into(),
+                actor: "a".into(),
+                subject: "s".into(),
+                occurred_at: 1_763_424_000_000 + i as i64,
+                payload: "{}".into(),
+            };
+            let canonical = event.canonical_bytes().unwrap();
+            let appended = head.append(&canonical).unwrap();
+            range.append(&appended.entry_hash).unwrap();
+            let e = ChainEntry::new(&appended, &event, canonical, 1, i as i64);
+            out.push((offset, ChainRecord { partition: 1, body: ChainRecordBody::Entry(e) }));
+        }
+        let cp = Checkpoint::pending(&range, head.head_hash, 1_763_424_000_002);
+        out.push((14, ChainRecord { partition: 1, body: ChainRecordBody::Checkpoint(cp) }));
+        out
+    }
+
+    fn raw(offset: i64) -> ReadRecord {
+        ReadRecord {
+            partition: 1,
+            offset,
+            timestamp: Some(5),
+            key: None,
+            value: Some(vec![0xde, 0xad]),
+            headers: Vec::new(),
+        }
+    }
+
+    fn header() -> ExportHeader {
+        ExportHeader {
+            format: EXPORT_FORMAT.into(),
+            topic: "audit.chain".into(),
+            from: Some("10".into()),
+            to: None,
+            partitions: vec![1],
+            created_ms: 0,
+        }
+    }
+
+    fn range(offsets: &[i64]) -> ExportRange {
+        ExportRange {
+            partition: 1,
+            records: offsets.len() as u64,
+            first_offset: offsets.first().copied(),
+            last_offset: offsets.last().copied(),
+            range_from_offset: 10,
+            range_to_offset: None,
+            from_seq: Some(0),
+            to_seq: Some(2),
+            anchor_offset: None,
+            covering_offset: None,
+            offsets: Some(offset_runs(offsets.iter().copied())),
+        }
+    }
+
+    fn read_back(path: &Path) -> (Format, Vec<(u32, i64, Decoded)>, usize, usize) {
+        let mut records = Vec::new();
+        let (mut headers, mut ranges) = (0, 0);
+        let outcome = read(path, &mut |e| match e {
+            Event::Header(_) => headers += 1,
+            Event::Range(_) => ranges += 1,
+            Event::Record { partition, offset, record } => {
+                records.push((partition, offset, record))
+            }
+        })
+        .unwrap();
+        assert_eq!(outcome.corrupt, None);
+        (outcome.format, records, headers, ranges)
+    }
+
+    #[test]
+    fn both_formats_round_trip_records_and_offsets() {
+        let dir = std::env::temp_dir().join(format!("audit-archive-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let jsonl = dir.join("a.jsonl");
+        let recs = records();
+        let offsets: Vec<i64> = recs.iter().map(|(o, _)| *o).collect();
+        let mut w = JsonlWriter::create(&jsonl).unwrap();
+        w.header(&header()).unwrap();
+        for (o, r) in &recs {
+            w.record(&raw(*o), &Ok(r.clone())).unwrap();
+        }
+        w.range(&range(&offsets)).unwrap();
+        w.finish().unwrap();
+        let expected: Vec<(u32, i64, Decoded)> =
+            recs.iter().map(|(o, r)| (1, *o, Ok(r.clone()))).collect();
+        assert_eq!(read_back(&jsonl), (Format::Jsonl, expected.clone(), 1, 1));
+
+        let codec = Codec::new(SchemaStore::bundled().unwrap(), None).unwrap();
+        let avro = dir.join("a.avro");
+        let metadata = ExportMetadata { header: header(), partitions: vec![range(&offsets)] };
+        jsonl_to_avro(&codec, &jsonl, &avro, &metadata).unwrap();
+        assert!(std::fs::read(&avro).unwrap().starts_with(AVRO_MAGIC));
+        assert_eq!(read_back(&avro), (Format::Avro, expected, 1, 1));
+
+        // An undecodable record is kept in JSON lines, and refused by the Avro conversion.
+        let mut w = JsonlWriter::create(&jsonl).unwrap();
+        w.record(&raw(20), &Err("bad magic".into())).unwrap();
+        w.finish().unwrap();
+        let (_, back, _, _) = read_back(&jsonl);
+        assert!(matches!(&back[0], (1, 20, Err(e)) if e.contains("bad magic")));
+        let err = jsonl_to_avro(&codec, &jsonl, &avro, &metadata).unwrap_err();
+        assert!(err.to_string().contains("--format jsonl"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

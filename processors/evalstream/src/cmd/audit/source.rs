@@ -181,6 +181,8 @@ impl<'a> Broker<'a> {
     fn consumer(&self) -> anyhow::Result<BaseConsumer<ReaderContext>> {
         kafka::reader(self.cfg)
             .set("auto.offset.reset", "error")
+            // A probe wants one record now; some brokers hold every fetch for the maximum wait.
+            .set("fetch.wait.max.ms", "10")
             .create_with_context(ReaderContext)
             .context("creating a reader")
     }
@@ -229,13 +231,27 @@ impl<'a> Broker<'a> {
         }
     }
 
+    /// The offset after the last readable record of partition `p`, established by reading from
+    /// just before the high watermark (exact on Kafka; on our local broker it is the base offset
+    /// of the last batch + 1, and a read past the true end would wait forever).
+    fn log_end(&self, p: u32, (low, high): (i64, i64)) -> anyhow::Result<i64> {
+        let mut last = None;
+        if high > low {
+            self.scan(p, (high - 1).max(low), |r| {
+                last = Some(r.offset);
+                true
+            })?;
+        }
+        Ok(last.map_or(high.max(low), |o| (o + 1).max(high)))
+    }
+
     fn locate(
         &self,
         p: u32,
         bound: &'static str,
         time_ms: i64,
         basis: TimeBasis,
-        (low, high): (i64, i64),
+        (low, end): (i64, i64),
     ) -> anyhow::Result<LocatedBound> {
         let hint = self.offsets_for_times(p, time_ms);
         let mut probe = BrokerProbe {
@@ -245,7 +261,7 @@ impl<'a> Broker<'a> {
             codec: self.codec,
             basis,
         };
-        let located = locate_time(&mut probe, time_ms, low, high, hint)
+        let located = locate_time(&mut probe, time_ms, low, end, hint)
             .with_context(|| format!("locating {} in partition {p}", format_millis(time_ms)))?;
         Ok(LocatedBound {
             bound,
@@ -273,6 +289,11 @@ impl<'a> Broker<'a> {
     ) -> anyhow::Result<Resolved> {
         let marks = self.watermarks(p)?;
         let (low, _) = marks;
+        let span = if matches!(from, Some(Bound::Time(_))) || matches!(to, Some(Bound::Time(_))) {
+            (low, self.log_end(p, marks)?)
+        } else {
+            marks
+        };
         let mut located = Vec::new();
         let mut notes = Vec::new();
         let start = match from {
@@ -284,7 +305,7 @@ impl<'a> Broker<'a> {
                 o.max(low)
             }
             Some(Bound::Time(t)) => {
-                let l = self.locate(p, "from", t, basis, marks)?;
+                let l = self.locate(p, "from", t, basis, span)?;
                 let start = l.offset.unwrap_or(OffsetRange::OPEN);
                 if l.offset.is_none() {
                     notes.push(format!("no record at or after --from {}", l.time));
@@ -297,7 +318,7 @@ impl<'a> Broker<'a> {
             None => OffsetRange::OPEN,
             Some(Bound::Offset(o)) => o.saturating_add(1),
             Some(Bound::Time(t)) => {
-                let l = self.locate(p, "to", t, basis, marks)?;
+                let l = self.locate(p, "to", t, basis, span)?;
                 let end = l.offset.unwrap_or(OffsetRange::OPEN);
                 located.push(l);
                 end

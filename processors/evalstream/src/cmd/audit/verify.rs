@@ -170,15 +170,16 @@ fn verify_broker(
 
 /// A finding about the archive as a whole for one partition (records missing that its own
 /// summary declares).
-fn archive_finding(partition: u32, seq: u64, detail: String) -> VerificationResult {
+/// `seq` is the first missing sequence number when it is known.
+fn archive_finding(partition: u32, seq: Option<u64>, detail: String) -> VerificationResult {
     VerificationResult {
         partition,
-        from_seq: seq,
-        to_seq: seq,
+        from_seq: seq.unwrap_or(0),
+        to_seq: seq.unwrap_or(0),
         from_offset: -1,
         to_offset: -1,
         status: VerificationStatus::Gap,
-        first_failing_seq: Some(seq),
+        first_failing_seq: seq,
         event_id: None,
         offset: None,
         detail,
@@ -242,7 +243,7 @@ fn verify_archive(
         if held != d.records {
             check.add_failure(&archive_finding(
                 d.partition,
-                d.from_seq.unwrap_or(0),
+                None,
                 format!(
                     "the archive declares {} records for partition {} but holds {held}",
                     d.records, d.partition
@@ -259,15 +260,17 @@ fn verify_archive(
             continue;
         };
         let held = (p.report.range.from_seq, p.report.range.to_seq);
+        // The first declared sequence number the archive does not hold.
         let missing = match (d.from_seq, d.to_seq, held) {
-            (Some(a), Some(b), (Some(x), Some(y))) => a < x || b > y,
-            (Some(_), Some(_), _) => true,
-            _ => false,
+            (Some(a), Some(_), (Some(x), Some(_))) if a < x => Some(a),
+            (Some(_), Some(b), (Some(_), Some(y))) if b > y => Some(y.saturating_add(1)),
+            (Some(a), Some(_), (None, _) | (_, None)) => Some(a),
+            _ => None,
         };
-        if missing {
+        if let Some(first_missing) = missing {
             let finding = ResultJson::of(&archive_finding(
                 d.partition,
-                d.from_seq.unwrap_or(0),
+                Some(first_missing),
                 format!(
                     "the archive declares entries {}..{} of partition {} but holds {}",
                     d.from_seq.unwrap_or(0),
@@ -288,6 +291,10 @@ fn verify_archive(
             }
         }
     }
+    let mut corrupt = outcome.corrupt;
+    if corrupt.is_none() && counts.values().all(|&n| n == 0) {
+        corrupt = Some("the archive holds no records".into());
+    }
     let source = Source::Archive {
         path: path.display().to_string(),
         format: outcome.format.as_str(),
@@ -300,7 +307,7 @@ fn verify_archive(
         time_basis: super::TimeBasis::Event,
         quiet,
     };
-    Ok(document(source, &range, partitions, outcome.corrupt, outcome.notes))
+    Ok(document(source, &range, partitions, corrupt, outcome.notes))
 }
 
 fn span<T: std::fmt::Display>(a: Option<T>, b: Option<T>) -> String {
@@ -311,7 +318,10 @@ fn span<T: std::fmt::Display>(a: Option<T>, b: Option<T>) -> String {
 }
 
 fn describe_failure(f: &ResultJson) -> String {
-    let mut s = format!("{} at seq {}", f.status, f.first_failing_seq.unwrap_or(f.from_seq));
+    let mut s = match f.first_failing_seq {
+        Some(seq) => format!("{} at seq {seq}", f.status),
+        None => f.status.clone(),
+    };
     if let Some(id) = &f.event_id {
         s.push_str(&format!(", event {id}"));
     }
