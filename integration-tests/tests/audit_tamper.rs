@@ -101,10 +101,7 @@ fn forged_entry(last: &ChainEntry, seq: u64, prev: [u8; 32], canonical: &[u8]) -
     }
 }
 
-fn failure<'a>(
-    rs: &'a [VerificationResult],
-    status: VerificationStatus,
-) -> Option<&'a VerificationResult> {
+fn failure(rs: &[VerificationResult], status: VerificationStatus) -> Option<&VerificationResult> {
     rs.iter().find(|r| r.status == status)
 }
 
