@@ -192,9 +192,13 @@ pub(crate) fn prepare(
     cfg.ops_listen = None;
     // A short session timeout keeps the group join (about half of it on our broker) short.
     cfg.session_timeout_ms = cfg.session_timeout_ms.min(6_000);
-    let input = cfg.topic(evalstream_totals::INPUT);
-    let topics =
-        [input.clone(), cfg.topic(evalstream_totals::OUTPUT), cfg.topic("bench.passthrough")];
+    let (input, output) = match kind {
+        Input::Totals => {
+            (cfg.topic(evalstream_totals::INPUT), cfg.topic(evalstream_totals::OUTPUT))
+        }
+        Input::Audit => (cfg.topic("audit.events"), cfg.topic("audit.chain")),
+    };
+    let topics = [input.clone(), output, cfg.topic("bench.passthrough")];
     let admin: AdminClient<DefaultClientContext> = kafka::base(&cfg).create()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
@@ -279,8 +283,15 @@ fn bench_raw(cfg: &RuntimeConfig, args: &Args, input: &str) -> anyhow::Result<f6
     let deadline = Instant::now() + Duration::from_secs(600);
     while n < args.records {
         anyhow::ensure!(Instant::now() < deadline, "raw pass-through did not finish in 600 s");
-        let Some(m) = consumer.poll(Duration::from_millis(100)) else { continue };
-        let m = m?;
+        let m = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            // A just-created topic can be in the metadata before the broker serves fetches
+            // for it (seen on our local broker): transient, poll again.
+            Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            ))) => continue,
+            Some(m) => m?,
+        };
         started.get_or_insert_with(Instant::now);
         let mut rec = BaseRecord::<[u8], [u8]>::to(&output);
         if let Some(k) = m.key() {
