@@ -471,19 +471,9 @@ pub fn headers_json<H: Headers>(headers: Option<&H>) -> Value {
 /// Formats milliseconds since the Unix epoch as RFC 3339 UTC (`2024-05-01T10:00:00.123Z`) for
 /// the human views; the JSON views keep the number.
 pub fn format_millis(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
+    let (year, month, day) =
+        evalstream_audit::registry::rfc3339::civil_from_days(ms.div_euclid(86_400_000));
     let rem = ms.rem_euclid(86_400_000);
-    // Civil date from days since 1970-01-01, in 400-year eras of 146097 days starting on March 1
-    // so that the leap day is the last day of a year.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3_600_000,
