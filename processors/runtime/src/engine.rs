@@ -258,6 +258,9 @@ struct TxnCounts {
     retried: BTreeMap<String, u64>,
 }
 
+/// An encoded output: physical topic and value bytes.
+type Encoded = (String, Vec<u8>);
+
 /// Mutable engine state, shared between the poll loop and the rebalance callback (which runs
 /// inside `poll` on the same thread; the mutex only satisfies the borrow rules).
 struct Core<P: Processor> {
@@ -795,33 +798,19 @@ impl<P: Processor> Core<P> {
         match result {
             Ok(()) => {
                 // Encode everything first so that a bad output leaves no partial trace.
-                let mut encoded = Vec::with_capacity(outputs.len());
-                for out in &outputs {
-                    let physical = self.names.physical(&out.topic);
-                    match self.codec.encode(&physical, &out.schema, &out.value) {
-                        Ok(bytes) => encoded.push((physical, bytes)),
-                        Err(e) => {
-                            self.states.entry(partition).or_default().rollback_record();
-                            error!(topic = %out.topic, error = %e, "processor emitted a value that does not match its schema");
-                            return Ok(Some((
-                                "encoding",
-                                format!(
-                                    "output to {} does not match {}: {e}",
-                                    out.topic, out.schema
-                                ),
-                                Disposition::DeadLetter,
-                            )));
-                        }
+                let encoded = match self.encode_outputs(&outputs) {
+                    Ok(encoded) => encoded,
+                    Err((out, e)) => {
+                        self.states.entry(partition).or_default().rollback_record();
+                        error!(topic = %out.topic, error = %e, "processor emitted a value that does not match its schema");
+                        return Ok(Some((
+                            "encoding",
+                            format!("output to {} does not match {}: {e}", out.topic, out.schema),
+                            Disposition::DeadLetter,
+                        )));
                     }
-                }
-                let txn_id = self.txn.as_ref().map(|t| t.id.clone()).unwrap_or_default();
-                for (index, (out, (physical, bytes))) in outputs.iter().zip(encoded).enumerate() {
-                    let hdrs = output_headers(out, source, &txn_id, index);
-                    self.send(&physical, out.partition, out.key.as_deref(), Some(&bytes), hdrs)?;
-                    if let Some(t) = self.txn.as_mut() {
-                        *t.counts.outputs.entry(out.topic.clone()).or_default() += 1;
-                    }
-                }
+                };
+                self.send_outputs(&outputs, encoded, source)?;
                 Ok(None)
             }
             Err(e) => {
@@ -869,23 +858,52 @@ impl<P: Processor> Core<P> {
             self.begin_if_needed()?;
             let first_input = self.names.physical(&self.names.inputs[0]);
             let source = headers::coordinate(&first_input, p, -1);
-            let txn_id = self.txn.as_ref().map(|t| t.id.clone()).unwrap_or_default();
-            for (index, out) in outputs.iter().enumerate() {
-                let physical = self.names.physical(&out.topic);
-                let bytes = self.codec.encode(&physical, &out.schema, &out.value).map_err(|e| {
-                    RuntimeError::Encode { topic: out.topic.clone(), message: e.to_string() }
-                })?;
-                let hdrs = output_headers(out, &source, &txn_id, index);
-                self.send(&physical, out.partition, out.key.as_deref(), Some(&bytes), hdrs)?;
-                if let Some(t) = self.txn.as_mut() {
-                    *t.counts.outputs.entry(out.topic.clone()).or_default() += 1;
-                }
-            }
+            let encoded = self.encode_outputs(&outputs).map_err(|(out, e)| {
+                RuntimeError::Encode { topic: out.topic.clone(), message: e.to_string() }
+            })?;
+            self.send_outputs(&outputs, encoded, &source)?;
             let tp = (first_input, p);
             if self.positions.get(&tp).is_some_and(|pos| pos.next.is_some()) {
                 if let Some(t) = self.txn.as_mut() {
                     t.touched.insert(tp);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes every output (physical topic, bytes), or names the first that does not match its
+    /// schema.
+    fn encode_outputs<'o>(
+        &self,
+        outputs: &'o [Output],
+    ) -> Result<Vec<Encoded>, (&'o Output, crate::codec::CodecError)> {
+        outputs
+            .iter()
+            .map(|out| {
+                let physical = self.names.physical(&out.topic);
+                match self.codec.encode(&physical, &out.schema, &out.value) {
+                    Ok(bytes) => Ok((physical, bytes)),
+                    Err(e) => Err((out, e)),
+                }
+            })
+            .collect()
+    }
+
+    /// Produces encoded outputs in the open transaction with the source, transaction and index
+    /// headers, and counts them for the commit's metrics.
+    fn send_outputs(
+        &mut self,
+        outputs: &[Output],
+        encoded: Vec<Encoded>,
+        source: &str,
+    ) -> Result<(), RuntimeError> {
+        let txn_id = self.txn.as_ref().map(|t| t.id.clone()).unwrap_or_default();
+        for (index, (out, (physical, bytes))) in outputs.iter().zip(encoded).enumerate() {
+            let hdrs = output_headers(out, source, &txn_id, index);
+            self.send(&physical, out.partition, out.key.as_deref(), Some(&bytes), hdrs)?;
+            if let Some(t) = self.txn.as_mut() {
+                *t.counts.outputs.entry(out.topic.clone()).or_default() += 1;
             }
         }
         Ok(())
