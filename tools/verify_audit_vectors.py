@@ -7,7 +7,7 @@ Recomputes, from test/vectors/audit_canonical_vectors.json and nothing else:
   here (strict parse: duplicate member names, lone surrogates, NaN/Infinity and overflowing
   numbers are errors; members sorted by UTF-16 code units; JCS string escapes; numbers as
   ECMAScript Number.prototype.toString, from Python's shortest round-trip repr), first
-  self-tested against the RFC 8785 published vectors in processors/audit/testdata/rfc8785/;
+  self-tested against the RFC 8785 published vectors in crates/audit/testdata/rfc8785/;
 - every genesis hash and entry hash, the links between consecutive entries and the sequence
   numbers;
 - every RFC 6962 Merkle root, inclusion proof and consistency proof (generated here and
@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VECTORS = ROOT / "test" / "vectors" / "audit_canonical_vectors.json"
-DEFAULT_RFC8785 = ROOT / "processors" / "audit" / "testdata" / "rfc8785"
+DEFAULT_RFC8785 = ROOT / "crates" / "audit" / "testdata" / "rfc8785"
 
 # The v1 constants, written out here rather than read from the file under test.
 ENTRY_TAG = b"evalstream.audit.entry.v1\x00"

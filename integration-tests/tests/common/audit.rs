@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use apache_avro::types::Value;
-use evalstream_audit::chain_processor::decode_chain_record;
 use evalstream_audit::records::{ChainRecord, ChainRecordBody, VerificationResult};
 use evalstream_integration_tests as it;
 use evalstream_runtime::codec::Codec;
@@ -61,7 +60,7 @@ pub fn read_chain(codec: &Codec, topic: &str) -> BTreeMap<i32, Vec<(i64, ChainRe
     let mut out: BTreeMap<i32, Vec<(i64, ChainRecord)>> = BTreeMap::new();
     for r in it::read_topic(topic) {
         let rec =
-            decode_chain_record(codec, r.value.as_deref().expect("value")).expect("chain record");
+            ChainRecord::decode(codec, r.value.as_deref().expect("value")).expect("chain record");
         out.entry(r.partition).or_default().push((r.offset, rec));
     }
     out

@@ -161,10 +161,8 @@ fn verify_broker(
         progress.done();
         partitions.push(PartitionJson { report, located: resolved.located });
     }
-    let source = Source::Topic {
-        topic: evalstream_audit::chain_processor::OUTPUT,
-        physical_topic: broker.topic(),
-    };
+    let source =
+        Source::Topic { topic: evalstream_audit::CHAIN_TOPIC, physical_topic: broker.topic() };
     Ok(document(source, &args.range, partitions, None, Vec::new()))
 }
 

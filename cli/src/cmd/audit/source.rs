@@ -19,12 +19,12 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use evalstream_audit::chain_processor::{decode_chain_record, OUTPUT as CHAIN_TOPIC};
 use evalstream_audit::offline::bounds::{Bound, OffsetRange};
 use evalstream_audit::offline::range::{anchor_candidates, PartitionReport, RangeCheck};
 use evalstream_audit::offline::search::{locate_time, OffsetProbe, Probe};
 use evalstream_audit::records::{ChainRecord, ChainRecordBody, VerificationResult};
 use evalstream_audit::registry::Registry;
+use evalstream_audit::CHAIN_TOPIC;
 use evalstream_runtime::codec::Codec;
 use evalstream_runtime::config::RuntimeConfig;
 use evalstream_runtime::kafka::{self, ReaderContext};
@@ -55,7 +55,7 @@ pub type Sink<'s> = dyn FnMut(&ReadRecord, &Decoded) -> anyhow::Result<()> + 's;
 pub fn decode(codec: &Codec, r: &ReadRecord) -> Decoded {
     match &r.value {
         None => Err("record has no value (tombstone)".into()),
-        Some(v) => decode_chain_record(codec, v),
+        Some(v) => ChainRecord::decode(codec, v),
     }
 }
 
@@ -465,7 +465,7 @@ impl OffsetProbe for BrokerProbe<'_> {
                     let time = match self.basis {
                         TimeBasis::Log => m.timestamp().to_millis(),
                         TimeBasis::Event => {
-                            match m.payload().map(|v| decode_chain_record(self.codec, v)) {
+                            match m.payload().map(|v| ChainRecord::decode(self.codec, v)) {
                                 Some(Ok(ChainRecord {
                                     body: ChainRecordBody::Entry(e), ..
                                 })) => Some(e.occurred_at),

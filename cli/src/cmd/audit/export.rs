@@ -18,12 +18,12 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use evalstream_audit::chain_processor::OUTPUT as CHAIN_TOPIC;
 use evalstream_audit::offline::bounds::OffsetRange;
 use evalstream_audit::offline::json::{
     offset_runs, ExportHeader, ExportMetadata, ExportRange, EXPORT_FORMAT,
 };
 use evalstream_audit::offline::range::RangeStatus;
+use evalstream_audit::CHAIN_TOPIC;
 use evalstream_runtime::codec::Codec;
 
 use super::archive::{jsonl_to_avro, Format, JsonlWriter};

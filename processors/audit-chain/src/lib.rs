@@ -26,6 +26,8 @@
 //! **Signing never stops hashing.** A signer failure leaves the checkpoint `pending_signature`,
 //! counts a `SIGNING_FAILURE`, and backs off; later checkpoints and the idle punctuation retry the
 //! pending ones oldest first and re-emit them signed.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -37,17 +39,17 @@ use evalstream_runtime::processor::{Context, Input, Output, Processor, ResumeHin
 use evalstream_runtime::state::StateView;
 use tracing::{error, info, warn};
 
-use crate::chain::{AuditEventJson, ChainHead, AUDIT_EVENT_SCHEMA};
-use crate::merkle::CompactRange;
-use crate::records::{
+use evalstream_audit::chain::{AuditEventJson, ChainHead, AUDIT_EVENT_SCHEMA};
+use evalstream_audit::merkle::CompactRange;
+use evalstream_audit::records::{
     ChainEntry, ChainRecord, ChainRecordBody, Checkpoint, CheckpointStatus, CHAIN_RECORD_SCHEMA,
 };
-use crate::signer::{SignError, Signer};
+use evalstream_audit::signer::{SignError, Signer};
 
 /// Input topic.
-pub const INPUT: &str = "audit.events";
+pub const INPUT: &str = evalstream_audit::EVENTS_TOPIC;
 /// Output topic.
-pub const OUTPUT: &str = "audit.chain";
+pub const OUTPUT: &str = evalstream_audit::CHAIN_TOPIC;
 
 /// Settings of the audit-chain processor.
 #[derive(Debug, Clone)]
@@ -332,18 +334,6 @@ impl Processor for AuditChain {
     }
 }
 
-/// Decodes one `audit.chain` record value.
-pub fn decode_chain_record(
-    codec: &evalstream_runtime::codec::Codec,
-    value: &[u8],
-) -> Result<ChainRecord, String> {
-    let d = codec.decode(value).map_err(|e| e.to_string())?;
-    if d.schema_name != CHAIN_RECORD_SCHEMA {
-        return Err(format!("expected {CHAIN_RECORD_SCHEMA}, got {}", d.schema_name));
-    }
-    ChainRecord::from_avro(&d.value).map_err(|e| e.to_string())
-}
-
 /// Rebuilds a partition's chain state from the tail of `audit.chain` and returns the next
 /// `audit.events` offset the tail proves.
 fn restore_tail(
@@ -378,7 +368,7 @@ fn read_chain(
     let mut bad = 0usize;
     reader
         .scan(OUTPUT, partition, from, |r| {
-            match r.value.as_deref().map(|v| decode_chain_record(reader.codec(), v)) {
+            match r.value.as_deref().map(|v| ChainRecord::decode(reader.codec(), v)) {
                 Some(Ok(rec)) if rec.partition == partition as u32 => out.push((r.offset, rec)),
                 _ => bad += 1,
             }

@@ -590,6 +590,15 @@ const VERIFICATION_FIELDS: [&str; 10] = [
 ];
 
 impl ChainRecord {
+    /// Decodes one `audit.chain` record value (wire bytes) with the runtime's codec.
+    pub fn decode(codec: &evalstream_runtime::codec::Codec, value: &[u8]) -> Result<Self, String> {
+        let d = codec.decode(value).map_err(|e| e.to_string())?;
+        if d.schema_name != CHAIN_RECORD_SCHEMA {
+            return Err(format!("expected {CHAIN_RECORD_SCHEMA}, got {}", d.schema_name));
+        }
+        ChainRecord::from_avro(&d.value).map_err(|e| e.to_string())
+    }
+
     /// Whether this is an entry or a checkpoint.
     pub fn kind(&self) -> ChainRecordKind {
         match self.body {

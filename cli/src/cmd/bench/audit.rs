@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use apache_avro::types::Value;
 use evalstream_audit::chain::{AuditEventJson, ChainHead};
-use evalstream_audit::chain_processor::{decode_chain_record, AuditChain, ChainSettings};
 use evalstream_audit::merkle::CompactRange;
 use evalstream_audit::records::{ChainEntry, ChainRecord, ChainRecordBody, CHAIN_RECORD_SCHEMA};
 use evalstream_audit::signer::LocalKeySigner;
 use evalstream_audit::verify::ChainVerifier;
+use evalstream_audit_chain::{AuditChain, ChainSettings};
 use evalstream_runtime::codec::Codec;
 use evalstream_runtime::config::RuntimeConfig;
 use evalstream_runtime::reader::TopicReader;
@@ -105,7 +105,7 @@ pub(super) fn verify_rates(
         let mut v = ChainVerifier::new(p as u32);
         reader.scan("audit.chain", p, 0, |r| {
             verified += 1;
-            let results = match r.value.as_deref().map(|b| decode_chain_record(codec, b)) {
+            let results = match r.value.as_deref().map(|b| ChainRecord::decode(codec, b)) {
                 Some(Ok(rec)) => v.feed(r.offset, &rec, None),
                 Some(Err(e)) => v.feed_undecodable(r.offset, &e),
                 None => v.feed_undecodable(r.offset, "no value"),

@@ -97,7 +97,7 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
 fn record_emergency_signer(cfg: &RuntimeConfig, codec: &Codec, detail: &str) -> anyhow::Result<()> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let topic = cfg.topic(evalstream_audit::chain_processor::INPUT);
+    let topic = cfg.topic(evalstream_audit::EVENTS_TOPIC);
     let meta: BaseConsumer = evalstream_runtime::kafka::reader(cfg).create()?;
     let md = meta.fetch_metadata(Some(&topic), std::time::Duration::from_secs(10))?;
     let partitions = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
@@ -107,12 +107,8 @@ fn record_emergency_signer(cfg: &RuntimeConfig, codec: &Codec, detail: &str) -> 
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
     for p in 0..partitions as i32 {
         let id = format!("emergency-signer-{}-{now}-{p}", cfg.instance_id);
-        let value = evalstream_audit::chain_processor::emergency_signer_event(
-            &id,
-            &cfg.instance_id,
-            detail,
-            now,
-        );
+        let value =
+            evalstream_audit_chain::emergency_signer_event(&id, &cfg.instance_id, detail, now);
         let bytes = codec.encode(&topic, evalstream_audit::chain::AUDIT_EVENT_SCHEMA, &value)?;
         producer
             .send(BaseRecord::<str, [u8]>::to(&topic).key(&id).payload(&bytes).partition(p))

@@ -5,7 +5,7 @@
 //!
 //! Reproduce one vector from a shell with node (ES2015+ `JSON.stringify` is JCS for inputs
 //! whose keys are already sorted, which the outputs are):
-//! `node -e 'process.stdout.write(JSON.stringify(JSON.parse(require("fs").readFileSync("processors/audit/testdata/rfc8785/output/values.json","utf8"))))'`
+//! `node -e 'process.stdout.write(JSON.stringify(JSON.parse(require("fs").readFileSync("crates/audit/testdata/rfc8785/output/values.json","utf8"))))'`
 
 use std::fs;
 use std::path::PathBuf;

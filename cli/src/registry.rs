@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use evalstream_audit::chain_processor::{AuditChain, ChainSettings};
 use evalstream_audit::registry::Registry;
 use evalstream_audit::signer::{build_signer, SignerConfig};
-use evalstream_audit::verifier_processor::{AuditVerifier, VerifierHooks};
+use evalstream_audit_chain::{AuditChain, ChainSettings};
+use evalstream_audit_verifier::{AuditVerifier, VerifierHooks};
 use evalstream_runtime::config::RuntimeConfig;
 use evalstream_runtime::metrics::Metrics;
 use tracing::{info, warn};
@@ -68,7 +68,7 @@ pub fn build(name: &str, cfg: &RuntimeConfig, metrics: &Metrics) -> anyhow::Resu
                 "audit_signing_failures_total",
                 "Checkpoint signing attempts that failed (the runbook's SIGNING_FAILURE)",
             );
-            let hook: evalstream_audit::chain_processor::FailureHook = Arc::new(move |_e| {
+            let hook: evalstream_audit_chain::FailureHook = Arc::new(move |_e| {
                 failures.inc();
             });
             let emergency =

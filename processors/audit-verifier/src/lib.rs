@@ -5,6 +5,8 @@
 //! `audit.verifications`, same partition as the chain. The verifier's state lives in the
 //! runtime's changelog-backed state, written with every record, so a restart continues exactly
 //! where the committed results end. It keeps going after failures; each is reported once.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,17 +15,17 @@ use evalstream_runtime::error::ProcessError;
 use evalstream_runtime::processor::{Context, Input, Output, Processor};
 use tracing::{error, warn};
 
-use crate::records::{
+use evalstream_audit::records::{
     ChainRecord, VerificationResult, VerificationStatus, CHAIN_RECORD_SCHEMA,
     VERIFICATION_RESULT_SCHEMA,
 };
-use crate::registry::Registry;
-use crate::verify::ChainVerifier;
+use evalstream_audit::registry::Registry;
+use evalstream_audit::verify::ChainVerifier;
 
 /// Input topic.
-pub const INPUT: &str = "audit.chain";
+pub const INPUT: &str = evalstream_audit::CHAIN_TOPIC;
 /// Output topic.
-pub const OUTPUT: &str = "audit.verifications";
+pub const OUTPUT: &str = evalstream_audit::VERIFICATIONS_TOPIC;
 const STATE_KEY: &[u8] = b"verifier";
 
 /// Called with each failure result.
