@@ -9,36 +9,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::eos::{self, Instance};
 use evalstream_integration_tests as it;
 use evalstream_runtime::codec::Codec;
 use evalstream_runtime::headers;
-
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect ops port");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-/// Sum of a metric's samples whose line contains every `filter` string.
-fn metric_sum(text: &str, name: &str, filters: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter(|l| l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| filters.iter().all(|f| l.contains(f)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 #[test]
 fn bad_records_are_dead_lettered_with_reasons_and_requeue_round_trips() {
@@ -105,7 +81,7 @@ fn bad_records_are_dead_lettered_with_reasons_and_requeue_round_trips() {
         coords.iter().zip(&expected_class).filter(|(_, c)| c.is_none()).map(|(c, _)| *c).collect();
     assert!(bad_coords.len() >= 6);
 
-    let port = free_port();
+    let port = it::free_port();
     let mut inst = Instance::new("totals", &prefix, "d0")
         .env("EVALSTREAM_MAX_RECORD_BYTES", "4096")
         .env("EVALSTREAM_OPS_LISTEN", &format!("127.0.0.1:{port}"));
@@ -154,13 +130,13 @@ fn bad_records_are_dead_lettered_with_reasons_and_requeue_round_trips() {
     assert_eq!(outputs.len() + dlq.len(), records.len(), "in = out + dead-lettered");
 
     // The same reconciliation from the processor's own metrics.
-    let m = http_get(port, "/metrics");
-    let rin = metric_sum(&m, "evalstream_records_in_total", &[]);
-    let rout = metric_sum(&m, "evalstream_records_out_total", &["totals.output"]);
-    let rdlq = metric_sum(&m, "evalstream_records_dead_lettered_total", &[]);
+    let m = it::http_get(port, "/metrics").expect("metrics");
+    let rin = it::metric_sum(&m, "evalstream_records_in_total", &[]);
+    let rout = it::metric_sum(&m, "evalstream_records_out_total", &["totals.output"]);
+    let rdlq = it::metric_sum(&m, "evalstream_records_dead_lettered_total", &[]);
     assert_eq!(rin as usize, records.len(), "records_in_total\n{m}");
     assert_eq!(rin, rout + rdlq, "in = out + dead-lettered in /metrics\n{m}");
-    let ready = http_get(port, "/ready");
+    let ready = it::http_get(port, "/ready").expect("ready");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
 
     // The fix: a larger record limit. Then requeue the oversized record, exactly once.

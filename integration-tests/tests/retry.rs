@@ -102,7 +102,7 @@ fn not_ready_records_are_retried_with_backoff_then_dead_lettered() {
             metrics: Metrics::new("retry-test"),
             health: Health::new("retry-test"),
             shutdown: shutdown.clone(),
-            fail_point: None,
+            fail_points: engine::FailPoints::none(),
         },
     )
     .unwrap();

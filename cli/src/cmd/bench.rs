@@ -335,7 +335,7 @@ fn bench_eos<P: evalstream_runtime::processor::Processor>(
         metrics: Metrics::new(name),
         health: Health::new(name),
         shutdown: shutdown.clone(),
-        fail_point: None,
+        fail_points: engine::FailPoints::none(),
     };
     let handle = engine::spawn(processor, opts)?;
     let watcher: BaseConsumer = kafka::base(cfg).set("group.id", &group).create()?;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use evalstream_runtime::codec::Codec;
 use evalstream_runtime::config::RuntimeConfig;
-use evalstream_runtime::engine::{self, EngineOptions, FailPoint};
+use evalstream_runtime::engine::{self, EngineOptions, FailPoints};
 use evalstream_runtime::metrics::Metrics;
 use evalstream_runtime::ops::{self, Health};
 use tracing::{error, info};
@@ -68,7 +68,7 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         metrics,
         health,
         shutdown,
-        fail_point: FailPoint::from_env(),
+        fail_points: FailPoints::from_env().map_err(anyhow::Error::msg)?,
     };
     let handle = match runnable {
         Runnable::Totals(p) => engine::spawn(p, opts)?,

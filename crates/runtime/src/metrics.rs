@@ -56,7 +56,7 @@ pub const COMMIT_LATENCY_BUCKETS: [f64; 13] =
 /// Names of the runtime's metric families without the [`PREFIX`] and without the `_total` suffix
 /// the encoder adds to counters. Kept in one place so that processor-registered names can be
 /// checked against them.
-const BUILTIN_FAMILIES: [&str; 10] = [
+const BUILTIN_FAMILIES: [&str; 11] = [
     "records_in",
     "records_out",
     "records_dead_lettered",
@@ -67,6 +67,7 @@ const BUILTIN_FAMILIES: [&str; 10] = [
     "consumer_lag",
     "rebalances",
     "build_info",
+    "faults_injected",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -94,6 +95,11 @@ struct KindLabels {
 struct LagLabels {
     topic: String,
     partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PointLabels {
+    point: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -142,6 +148,7 @@ pub struct Metrics {
     commit_latency: Histogram,
     consumer_lag: Family<LagLabels, Gauge>,
     rebalances: Family<KindLabels, Counter>,
+    faults_injected: Family<PointLabels, Counter>,
 }
 
 impl Metrics {
@@ -164,6 +171,7 @@ impl Metrics {
             commit_latency: Histogram::new(COMMIT_LATENCY_BUCKETS),
             consumer_lag: Family::default(),
             rebalances: Family::default(),
+            faults_injected: Family::default(),
         };
 
         let rt = registry.sub_registry_with_prefix(PREFIX);
@@ -212,6 +220,11 @@ impl Metrics {
             "rebalances",
             "Consumer-group rebalance events seen by this instance, by kind (assign, revoke, lost)",
             m.rebalances.clone(),
+        );
+        rt.register(
+            "faults_injected",
+            "Faults injected by EVALSTREAM_FAIL_AT (tests only; always absent in production), by point",
+            m.faults_injected.clone(),
         );
         rt.register(
             "build",
@@ -282,6 +295,12 @@ impl Metrics {
     pub fn rebalance(&self, kind: &str) {
         let labels = KindLabels { kind: escape_label_value(kind).into_owned() };
         self.rebalances.get_or_create(&labels).inc();
+    }
+
+    /// Counts one fault injected at `point` by the test-only fail points (`EVALSTREAM_FAIL_AT`).
+    pub fn fault_injected(&self, point: &str) {
+        let labels = PointLabels { point: escape_label_value(point).into_owned() };
+        self.faults_injected.get_or_create(&labels).inc();
     }
 
     /// Sets the consumer lag of one assigned partition (high watermark minus position).

@@ -58,7 +58,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
 /// Every record of `audit.chain`, decoded, per partition in offset order.
 pub fn read_chain(codec: &Codec, topic: &str) -> BTreeMap<i32, Vec<(i64, ChainRecord)>> {
     let mut out: BTreeMap<i32, Vec<(i64, ChainRecord)>> = BTreeMap::new();
-    for r in it::read_topic(topic) {
+    for r in it::read_topic_stable(topic) {
         let rec =
             ChainRecord::decode(codec, r.value.as_deref().expect("value")).expect("chain record");
         out.entry(r.partition).or_default().push((r.offset, rec));
@@ -69,7 +69,7 @@ pub fn read_chain(codec: &Codec, topic: &str) -> BTreeMap<i32, Vec<(i64, ChainRe
 /// Every verification result, per partition in order.
 pub fn read_verifications(codec: &Codec, topic: &str) -> BTreeMap<i32, Vec<VerificationResult>> {
     let mut out: BTreeMap<i32, Vec<VerificationResult>> = BTreeMap::new();
-    for r in it::read_topic(topic) {
+    for r in it::read_topic_stable(topic) {
         let d = codec.decode(r.value.as_deref().expect("value")).expect("decodes");
         out.entry(r.partition)
             .or_default()

@@ -12,6 +12,7 @@ use rdkafka::producer::Producer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
+use super::failpoint::Point;
 use super::producer::new_producer;
 use super::restore::PROGRESS_MARKER_SCHEMA;
 use super::routing::text;
@@ -81,13 +82,20 @@ impl<P: Processor> Core<P> {
                 self.send(&changelog, Some(*p), Some(&k), value.as_deref(), h)?;
             }
         }
-        self.fail_points.reach("after_outputs");
+        self.fail_at(Point::AfterOutputs);
         // Everything of this transaction is delivered before any marker exists: a marker
         // proves its transaction's outputs are in the log (what matters on brokers that
         // expose aborted records).
         let t_flush = Instant::now();
+        if self.fail_at(Point::FlushError) {
+            return Err(RuntimeError::kafka(
+                "flush (injected fault)",
+                KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut),
+            ));
+        }
         self.flush()?;
         let flush_ms = t_flush.elapsed().as_millis() as u64;
+        self.fail_at(Point::AfterFlush);
 
         let mut offsets = TopicPartitionList::new();
         for tp in &touched {
@@ -110,18 +118,43 @@ impl<P: Processor> Core<P> {
                 .add_partition_offset(&tp.0, tp.1, Offset::Offset(next))
                 .map_err(|e| RuntimeError::kafka("offsets", e))?;
         }
-        self.fail_points.reach("after_markers");
+        self.fail_at(Point::AfterMarkers);
 
         let group = consumer
             .group_metadata()
             .ok_or_else(|| RuntimeError::Config("consumer has no group metadata".into()))?;
         let t_offsets = Instant::now();
+        if self.fail_at(Point::OffsetsError) {
+            return Err(RuntimeError::kafka(
+                "send_offsets_to_transaction (injected fault)",
+                KafkaError::Global(RDKafkaErrorCode::IllegalGeneration),
+            ));
+        }
         retry_txn_call("send_offsets_to_transaction", || {
             self.producer.send_offsets_to_transaction(&offsets, &group, TXN_TIMEOUT)
         })?;
         let offsets_ms = t_offsets.elapsed().as_millis() as u64;
+        self.fail_at(Point::AfterOffsets);
         let t_commit = Instant::now();
-        retry_txn_call("commit_transaction", || self.producer.commit_transaction(TXN_TIMEOUT))?;
+        if self.fail_at(Point::CommitError) {
+            return Err(RuntimeError::kafka(
+                "commit_transaction (injected fault)",
+                KafkaError::Global(RDKafkaErrorCode::OutOfOrderSequenceNumber),
+            ));
+        }
+        let unknown = self.fail_at(Point::CommitUnknown);
+        let mut committed_silently = false;
+        retry_txn_call("commit_transaction", || {
+            if !unknown {
+                return self.producer.commit_transaction(TXN_TIMEOUT);
+            }
+            // Injected: the commit happens, but every answer the engine gets is a timeout.
+            if !committed_silently {
+                committed_silently = true;
+                self.producer.commit_transaction(TXN_TIMEOUT)?;
+            }
+            Err(KafkaError::Global(RDKafkaErrorCode::RequestTimedOut))
+        })?;
         let commit_ms = t_commit.elapsed().as_millis() as u64;
 
         let Some(txn) = self.txn.take() else { return Ok(()) };
@@ -158,8 +191,18 @@ impl<P: Processor> Core<P> {
             commit_ms,
             "committed"
         );
-        self.fail_points.reach("after_commit");
+        self.fail_at(Point::AfterCommit);
         Ok(())
+    }
+
+    /// Passes fail point `point`: crashes there if a rule says so, returns true if this call must
+    /// fail (and counts the injected fault).
+    fn fail_at(&mut self, point: Point) -> bool {
+        let fail = self.fail_points.reach(point);
+        if fail {
+            self.metrics.fault_injected(point.as_str());
+        }
+        fail
     }
 
     /// Waits until every produced record is acknowledged. rust-rdkafka's `flush` on a

@@ -62,12 +62,11 @@ use crate::ops::Health;
 use crate::processor::Processor;
 use crate::state::StateView;
 
-pub use failpoint::FailPoint;
+pub use failpoint::{FailPoint, FailPoints};
 pub use names::TopicNames;
 pub use restore::{decode_marker, restore_partition, PROGRESS_MARKER_SCHEMA};
 pub use topics::ensure_internal_topics;
 
-use failpoint::FailPoints;
 use producer::DeliveryContext;
 use rebalance::EngineContext;
 
@@ -83,9 +82,9 @@ pub struct EngineOptions {
     pub health: Arc<Health>,
     /// Set to request a graceful stop (commit the open transaction, leave the group).
     pub shutdown: Arc<AtomicBool>,
-    /// Test-only crash injection (see [`FailPoint`]); `FailPoint::from_env()` in production is
-    /// inert unless `EVALSTREAM_FAIL_AT` is set.
-    pub fail_point: Option<FailPoint>,
+    /// Test-only fault injection (see [`FailPoints`]); `FailPoints::from_env()` is inert unless
+    /// `EVALSTREAM_FAIL_AT` is set.
+    pub fail_points: FailPoints,
 }
 
 /// Where the consumer stands on one physical topic-partition.
@@ -189,7 +188,7 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
         committed: HashMap::new(),
         paused: HashMap::new(),
         fatal: None,
-        fail_points: FailPoints::new(opts.fail_point),
+        fail_points: opts.fail_points,
         backoff: Duration::ZERO,
         last_punctuate: Instant::now(),
     }));
