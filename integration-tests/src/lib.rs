@@ -437,15 +437,27 @@ fn build_evalstream(profile_dir: &Path) {
 
 /// A `Command` for the `evalstream` binary pointed at the test broker, with no configuration
 /// file, no topic prefix and no ops server inherited from the caller's environment (tests set
-/// those explicitly, e.g. `.env("EVALSTREAM_TOPIC_PREFIX", ...)`).
+/// those explicitly, e.g. `.env("EVALSTREAM_TOPIC_PREFIX", ...)`), and the committed view of
+/// the broker under test ([`committed_view`]).
 pub fn evalstream() -> Command {
     let mut cmd = Command::new(evalstream_bin());
     cmd.env("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers())
         .env_remove("EVALSTREAM_BOOTSTRAP_SERVERS")
         .env_remove("EVALSTREAM_CONFIG")
         .env_remove("EVALSTREAM_TOPIC_PREFIX")
+        .env("EVALSTREAM_COMMITTED_VIEW", committed_view())
         .env("EVALSTREAM_OPS_LISTEN", "off");
     cmd
+}
+
+/// The `committed_view` every process under test uses: `markers` on a broker that leaks
+/// aborted records, else `broker`.
+pub fn committed_view() -> &'static str {
+    if broker_leaks_aborted() {
+        "markers"
+    } else {
+        "broker"
+    }
 }
 
 /// What a finished subprocess printed.

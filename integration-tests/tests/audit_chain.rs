@@ -1,9 +1,14 @@
-//! The audit chain under crashes, tampering and key rotation.
+//! The audit chain under crashes and failing transaction calls.
 //!
-//! * 200k audit events over 4 partitions with >1% duplicate event ids (an at-least-once
-//!   producer); the audit-chain process is SIGKILLed at least 5 times at random points and
-//!   restarted; then the audit-verifier reports `ok` for every partition, and an independent
-//!   consumer confirms every distinct event id is chained exactly once, in input order.
+//! * Audit events over 4 partitions with >1% duplicate event ids (an at-least-once producer);
+//!   the audit-chain process is SIGKILLed at least 5 times at random points and restarted.
+//! * The same input with the flush, `send_offsets_to_transaction` and `commit_transaction`
+//!   failing inside a living process (the chain's memory must be rebuilt from the log after
+//!   every abort, or the chain gets gaps).
+//!
+//! Verdicts: a plain `read_committed` consumer (on Kafka) confirms every distinct event id is
+//! chained exactly once, in input order, with sequence numbers 0..n linked by their hashes;
+//! `evalstream audit verify` exits 0; and the audit-verifier processor reports only `ok`.
 #![cfg(feature = "broker")]
 
 mod common;
@@ -21,7 +26,7 @@ use rand::Rng;
 const PARTITIONS: i32 = 4;
 
 fn events_total() -> u64 {
-    std::env::var("AUDIT_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000)
+    std::env::var("AUDIT_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(40_000)
 }
 
 fn topics(prefix: &str) {
@@ -109,59 +114,16 @@ fn committed_total(group: &str, topic: &str) -> i64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn chain_is_exact_under_crashes_with_duplicates() {
-    let prefix = format!("{}.", it::unique_name("achain"));
-    topics(&prefix);
-    let codec = Codec::from_env().expect("codec");
-    let dir = audit::temp_dir("achain");
-    let (key, signers) = audit::local_signer(&dir, "audit-test-a");
-    let n = events_total();
-
-    let mut chain = chain_instance(&prefix, &key, "c0");
-    chain.start();
-    let producer = {
-        let (codec, topic) = (codec.clone(), format!("{prefix}audit.events"));
-        std::thread::spawn(move || produce_events(&codec, &topic, n, Duration::from_millis(150)))
-    };
-    // Each kill comes after the restarted instance has committed new work (so it dies in the
-    // middle of processing, not while joining the group), at a random point after that.
-    let group = format!("{prefix}evalstream.audit-chain");
-    let events_topic = format!("{prefix}audit.events");
-    let mut rng = rand::thread_rng();
-    let mut kills = 0;
-    let started = Instant::now();
-    while !producer.is_finished() || kills < 5 {
-        let before = committed_total(&group, &events_topic);
-        it::wait_until("audit-chain to commit new work", Duration::from_secs(120), || {
-            std::thread::sleep(Duration::from_millis(200));
-            committed_total(&group, &events_topic) > before
-                || (producer.is_finished() && kills >= 5)
-        });
-        std::thread::sleep(Duration::from_millis(rng.gen_range(200..2500)));
-        chain.kill();
-        kills += 1;
-        eprintln!("[{:?}] SIGKILLed audit-chain (kill #{kills})", started.elapsed());
-        chain.start();
-        assert!(started.elapsed() < Duration::from_secs(1200), "test ran too long");
-    }
-    let (order, dups) = producer.join().expect("producer");
-    assert!(dups as f64 >= 0.01 * n as f64, "only {dups} duplicates");
-    wait_group(
-        &format!("{prefix}evalstream.audit-chain"),
-        &format!("{prefix}audit.events"),
-        Duration::from_secs(600),
-    );
-    // Let the idle punctuation checkpoint (and sign) the tail.
-    std::thread::sleep(Duration::from_secs(3));
-    chain.stop();
-
-    // Independent consumer: every distinct id exactly once, in input order, per partition.
-    let records = audit::read_chain(&codec, &format!("{prefix}audit.chain"));
+/// The independent check of `audit.chain`: per partition, the distinct ids in input order, each
+/// exactly once, sequence numbers 0..n, every entry linking to the previous entry's hash.
+/// Returns the number of entries.
+fn check_chain_exact(codec: &Codec, prefix: &str, order: &BTreeMap<i32, Vec<String>>) -> usize {
+    let records = audit::read_chain(codec, &format!("{prefix}audit.chain"));
     let mut total = 0;
     for p in 0..PARTITIONS {
         let recs = records.get(&p).map(Vec::as_slice).unwrap_or_default();
-        let ids: Vec<&str> = audit::entries(recs).iter().map(|e| e.event_id.as_str()).collect();
+        let entries = audit::entries(recs);
+        let ids: Vec<&str> = entries.iter().map(|e| e.event_id.as_str()).collect();
         let unique: HashSet<&str> = ids.iter().copied().collect();
         assert_eq!(unique.len(), ids.len(), "partition {p}: an event id was chained twice");
         let want: Vec<&str> = order[&p].iter().map(String::as_str).collect();
@@ -169,17 +131,32 @@ fn chain_is_exact_under_crashes_with_duplicates() {
             ids, want,
             "partition {p}: chained ids differ from the distinct input ids in input order"
         );
-        let seqs: Vec<u64> = audit::entries(recs).iter().map(|e| e.seq).collect();
-        assert!(
-            seqs.iter().enumerate().all(|(i, s)| *s == i as u64),
-            "partition {p}: sequence numbers are not 0..n"
-        );
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(e.seq, i as u64, "partition {p}: sequence numbers are not 0..n");
+            if i > 0 {
+                assert_eq!(e.prev_hash, entries[i - 1].entry_hash, "partition {p}: fork at {i}");
+            }
+        }
         total += ids.len();
     }
-    assert_eq!(total as u64, n);
+    total
+}
 
-    // The verifier processor reports ok for every partition.
-    let mut verifier = verifier_instance(&prefix, &signers);
+/// `evalstream audit verify` over everything: must exit 0 (every entry verified and signed).
+fn audit_verify_ok(prefix: &str, signers: &std::path::Path) {
+    let out = it::run(
+        it::evalstream()
+            .args(["audit", "verify", "--signers", signers.to_str().unwrap(), "--json"])
+            .env("EVALSTREAM_TOPIC_PREFIX", prefix),
+        None,
+    );
+    assert!(out.status.success(), "audit verify failed: {out}");
+}
+
+/// Runs the audit-verifier processor over the whole chain; every result must be ok (or pending)
+/// and the ok results must cover every entry.
+fn verifier_reports_ok(codec: &Codec, prefix: &str, signers: &std::path::Path) {
+    let mut verifier = verifier_instance(prefix, signers);
     verifier.start();
     wait_group(
         &format!("{prefix}evalstream.audit-verifier"),
@@ -187,7 +164,8 @@ fn chain_is_exact_under_crashes_with_duplicates() {
         Duration::from_secs(600),
     );
     verifier.stop();
-    let results = audit::read_verifications(&codec, &format!("{prefix}audit.verifications"));
+    let records = audit::read_chain(codec, &format!("{prefix}audit.chain"));
+    let results = audit::read_verifications(codec, &format!("{prefix}audit.verifications"));
     for p in 0..PARTITIONS {
         let rs = results.get(&p).cloned().unwrap_or_default();
         let bad: Vec<_> = rs
@@ -226,6 +204,117 @@ fn chain_is_exact_under_crashes_with_duplicates() {
             pending.difference(&signed).collect::<Vec<_>>()
         );
     }
-    eprintln!("kills={kills} duplicates={dups} entries={total}");
+}
+
+#[test]
+fn chain_is_exact_under_crashes_with_duplicates() {
+    let started = Instant::now();
+    let prefix = format!("{}.", it::unique_name("achain"));
+    topics(&prefix);
+    let codec = Codec::from_env().expect("codec");
+    let dir = audit::temp_dir("achain");
+    let (key, signers) = audit::local_signer(&dir, "audit-test-a");
+    let n = events_total();
+
+    // The first incarnation crashes inside its third transaction, right after its records were
+    // delivered (a crash that certainly leaves an open transaction behind); then random kills.
+    let mut chain = chain_instance(&prefix, &key, "c0").env("EVALSTREAM_FAIL_AT", "after_flush:3");
+    chain.start();
+    let producer = {
+        let (codec, topic) = (codec.clone(), format!("{prefix}audit.events"));
+        // About 40 s of input: every kill below lands while events are flowing.
+        let pause = Duration::from_millis(2000 * 40_000 / n.max(1));
+        std::thread::spawn(move || produce_events(&codec, &topic, n, pause))
+    };
+    // Each kill comes after the restarted instance has committed new work (so it dies in the
+    // middle of processing, not while joining the group), at a random point after that.
+    let group = format!("{prefix}evalstream.audit-chain");
+    let events_topic = format!("{prefix}audit.events");
+    let mut rng = rand::thread_rng();
+    it::wait_until("the crash inside a transaction", Duration::from_secs(60), || !chain.running());
+    let mut kills = 1;
+    let mut kills_while_flowing = 1;
+    chain = chain_instance(&prefix, &key, "c0");
+    chain.start();
+    while !producer.is_finished() || kills < 5 {
+        let before = committed_total(&group, &events_topic);
+        it::wait_until("audit-chain to commit new work", Duration::from_secs(120), || {
+            std::thread::sleep(Duration::from_millis(200));
+            committed_total(&group, &events_topic) > before || producer.is_finished()
+        });
+        std::thread::sleep(Duration::from_millis(rng.gen_range(200..2500)));
+        if !producer.is_finished() {
+            kills_while_flowing += 1;
+        }
+        chain.kill();
+        kills += 1;
+        eprintln!("[{:?}] SIGKILLed audit-chain (kill #{kills})", started.elapsed());
+        chain.start();
+        assert!(started.elapsed() < Duration::from_secs(1200), "test ran too long");
+    }
+    let (order, dups) = producer.join().expect("producer");
+    assert!(dups as f64 >= 0.01 * n as f64, "only {dups} duplicates");
+    wait_group(&group, &events_topic, Duration::from_secs(600));
+    audit::wait_tail_signed(&codec, &prefix, PARTITIONS);
+    chain.stop();
+
+    let total = check_chain_exact(&codec, &prefix, &order);
+    assert_eq!(total as u64, n);
+    audit_verify_ok(&prefix, &signers);
+    verifier_reports_ok(&codec, &prefix, &signers);
+    assert!(kills >= 5, "only {kills} kills");
+    assert!(kills_while_flowing >= 3, "only {kills_while_flowing} kills while events flowed");
+    eprintln!(
+        "[audit chain kills] events={n} duplicates={dups} kills={kills} \
+         (while flowing: {kills_while_flowing}) entries={total} lost=0 duplicated=0 elapsed={:?}",
+        started.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The chain's memory (heads, Merkle ranges, dedup window) lives outside the runtime's state
+/// store; after every aborted transaction it must equal what the log proves again, or replayed
+/// events are "seen" and skipped and the chain gets gaps.
+#[test]
+fn chain_is_exact_when_transaction_calls_fail() {
+    let started = Instant::now();
+    let prefix = format!("{}.", it::unique_name("achain-fault"));
+    topics(&prefix);
+    let codec = Codec::from_env().expect("codec");
+    let dir = audit::temp_dir("achain-fault");
+    let (key, signers) = audit::local_signer(&dir, "audit-test-a");
+    let n = 8_000;
+    let faults = "flush_error:every=5,offsets_error:every=7,commit_error:every=11";
+    let mut chain = chain_instance(&prefix, &key, "c0")
+        .env("EVALSTREAM_FAIL_AT", faults)
+        .env("EVALSTREAM_COMMIT_MAX_RECORDS", "100")
+        .with_ops();
+    chain.start();
+    let (order, dups) = {
+        let (codec, topic) = (codec.clone(), format!("{prefix}audit.events"));
+        std::thread::spawn(move || produce_events(&codec, &topic, n, Duration::from_millis(100)))
+            .join()
+            .expect("producer")
+    };
+    let group = format!("{prefix}evalstream.audit-chain");
+    wait_group(&group, &format!("{prefix}audit.events"), Duration::from_secs(300));
+    audit::wait_tail_signed(&codec, &prefix, PARTITIONS);
+    assert!(chain.running(), "the process must recover in place");
+    let injected: Vec<f64> = ["flush_error", "offsets_error", "commit_error"]
+        .iter()
+        .map(|p| chain.metric("evalstream_faults_injected_total", &[&format!("point=\"{p}\"")]))
+        .collect();
+    let aborted = chain.metric("evalstream_transactions_aborted_total", &[]);
+    chain.stop();
+    assert!(injected.iter().all(|n| *n >= 2.0), "faults injected: {injected:?}");
+
+    let total = check_chain_exact(&codec, &prefix, &order);
+    assert_eq!(total as u64, n);
+    audit_verify_ok(&prefix, &signers);
+    eprintln!(
+        "[audit chain faults] events={n} duplicates={dups} faults={injected:?} aborted_txns={aborted} \
+         entries={total} lost=0 duplicated=0 elapsed={:?}",
+        started.elapsed()
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

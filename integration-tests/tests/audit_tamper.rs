@@ -62,7 +62,8 @@ fn run_chain(prefix: &str, key: &Path, kid: &str) {
         .env("AUDIT_SIGNER_KID", kid);
     chain.start();
     wait_group(&format!("{prefix}evalstream.audit-chain"), &format!("{prefix}audit.events"));
-    std::thread::sleep(Duration::from_secs(3)); // idle checkpoint of the tail
+    // The idle punctuation checkpoints and signs the tail.
+    audit::wait_tail_signed(&Codec::from_env().expect("codec"), prefix, PARTITIONS);
     chain.stop();
 }
 

@@ -88,12 +88,23 @@ fn fail_points_between_produce_and_commit_lose_and_duplicate_nothing() {
         Duration::from_millis(0),
     );
 
-    for (round, point) in
-        ["after_outputs", "after_markers", "after_commit", "after_markers"].iter().enumerate()
-    {
+    // (crash point, at which hit, commit_max_records). The transaction that crashes after its
+    // flush in round 2 is twice as large as the one committed after it in round 3: on a broker
+    // that shows aborted records, a restore that applied the crashed transaction's state
+    // entries at the next transaction's marker would count records 301..600 twice.
+    let rounds = [
+        ("after_flush", 2, 300),
+        ("after_flush", 1, 600),
+        ("after_commit", 1, 300),
+        ("after_outputs", 2, 300),
+        ("after_offsets", 2, 300),
+        ("after_markers", 2, 300),
+        ("after_commit", 2, 300),
+    ];
+    for (round, (point, nth, max)) in rounds.iter().enumerate() {
         let mut inst = Instance::new("totals", &prefix, "fp")
-            .env("EVALSTREAM_FAIL_AT", &format!("{point}:2"))
-            .env("EVALSTREAM_COMMIT_MAX_RECORDS", "300");
+            .env("EVALSTREAM_FAIL_AT", &format!("{point}:{nth}"))
+            .env("EVALSTREAM_COMMIT_MAX_RECORDS", &max.to_string());
         inst.start();
         it::wait_until(
             &format!("round {round}: crash at {point}"),

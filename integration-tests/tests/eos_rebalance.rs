@@ -28,8 +28,12 @@ fn joining_instance_takes_partitions_without_loss_or_duplication() {
             eos::produce_inputs(&codec, &topic, 0..20_000, 500, Duration::from_millis(300))
         })
     };
-    // Let the first instance work alone for a while, then add a second one mid-stream.
-    std::thread::sleep(Duration::from_secs(5));
+    // Let the first instance commit work alone, then add a second one mid-stream.
+    it::wait_until("the first instance to commit work", Duration::from_secs(60), || {
+        std::thread::sleep(Duration::from_millis(200));
+        eos::committed_sum(&format!("{prefix}evalstream.totals"), &format!("{prefix}totals.input"))
+            > 0
+    });
     assert!(
         !producer.is_finished(),
         "input should still be flowing when the second instance joins"
@@ -48,9 +52,15 @@ fn joining_instance_takes_partitions_without_loss_or_duplication() {
     assert_eq!(v.committed_outputs, inputs.len());
 
     // Both instances must have committed work: the join really moved partitions.
-    let committed = eos::committed_txns(&codec, &format!("{prefix}evalstream.totals.changelog"));
-    let instances: HashSet<&str> =
-        committed.iter().filter_map(|(txn, _)| txn.split('-').next()).collect();
+    let committed = eos::committed_filter(&codec, &format!("{prefix}evalstream.totals.changelog"));
+    let outputs: Vec<_> = it::read_topic_stable(&format!("{prefix}totals.output"))
+        .into_iter()
+        .filter(|r| committed(r))
+        .collect();
+    let instances: HashSet<&str> = outputs
+        .iter()
+        .filter_map(|r| r.header_str(headers::TXN).and_then(|t| t.split('-').next()))
+        .collect();
     assert!(
         instances.contains("first") && instances.contains("second"),
         "instances that committed: {instances:?}"
@@ -58,7 +68,7 @@ fn joining_instance_takes_partitions_without_loss_or_duplication() {
     // At least one input partition's outputs changed owner.
     let mut last_owner: std::collections::HashMap<i32, String> = Default::default();
     let mut switches = 0;
-    for r in it::read_topic(&format!("{prefix}totals.output")) {
+    for r in &outputs {
         let src = headers::parse_coordinate(r.header_str(headers::SOURCE).unwrap()).unwrap();
         let owner = r.header_str(headers::TXN).unwrap().split('-').next().unwrap().to_string();
         if let Some(prev) = last_owner.insert(src.1, owner.clone()) {
@@ -86,7 +96,7 @@ fn read_only_mode_consumes_nothing_and_loses_nothing() {
     eos::wait_committed(&prefix, &eos::next_offsets_of(&first), Duration::from_secs(120));
     normal.stop();
 
-    let mut ro = Instance::new("totals", &prefix, "ro").env("MODE", "read-only");
+    let mut ro = Instance::new("totals", &prefix, "ro").env("MODE", "read-only").with_ops();
     ro.start();
     let second = eos::produce_inputs(
         &codec,
@@ -95,7 +105,16 @@ fn read_only_mode_consumes_nothing_and_loses_nothing() {
         500,
         Duration::ZERO,
     );
-    std::thread::sleep(Duration::from_secs(10)); // joined and assigned by now (6 s session)
+    // Ready (joined, assigned, restored) and reporting the new records as lag: it has seen them
+    // and holds them.
+    it::wait_until("the read-only instance to be ready", Duration::from_secs(60), || {
+        std::thread::sleep(Duration::from_millis(200));
+        ro.ready_partitions().is_some_and(|p| p > 0)
+    });
+    it::wait_until("the read-only instance to report its lag", Duration::from_secs(30), || {
+        std::thread::sleep(Duration::from_millis(500));
+        ro.metric("evalstream_consumer_lag", &[]) >= second.len() as f64
+    });
     assert!(ro.running(), "read-only instance must keep running");
     assert_eq!(
         it::read_topic(&format!("{prefix}totals.output")).len(),

@@ -77,6 +77,7 @@ fn rec(codec: &Codec, topic: &str, key: &str) -> it::RawRecord {
 
 #[test]
 fn not_ready_records_are_retried_with_backoff_then_dead_lettered() {
+    evalstream_runtime::telemetry::init();
     let prefix = format!("{}.", it::unique_name("retry"));
     let input = format!("{prefix}rt.input");
     it::create_topic(&input, 1);
@@ -91,8 +92,13 @@ fn not_ready_records_are_retried_with_backoff_then_dead_lettered() {
     cfg.instance_id = "rt0".into();
     cfg.session_timeout_ms = 6000;
     cfg.ops_listen = None;
+    if it::broker_leaks_aborted() {
+        cfg.committed_view = evalstream_runtime::config::CommittedView::Markers;
+    }
     cfg.retry.max_attempts = 3;
-    cfg.retry.initial_backoff_ms = 400;
+    // Attempts at +1 s and +3 s: the allocation (produced once S:1 is seen on the retry topic)
+    // is there before S:1's last attempt.
+    cfg.retry.initial_backoff_ms = 1000;
     let shutdown = Arc::new(AtomicBool::new(false));
     let handle = engine::spawn(
         Settle,
@@ -109,14 +115,23 @@ fn not_ready_records_are_retried_with_backoff_then_dead_lettered() {
 
     // The settlement of 1 arrives before its allocation; 2 is never allocated.
     let coords = it::produce_raw(&input, &[rec(&codec, &input, "S:1"), rec(&codec, &input, "S:2")]);
-    std::thread::sleep(Duration::from_millis(300));
+    // The allocation comes only once S:1 has been sent to the retry topic.
+    let retry_topic = format!("{prefix}rt.input.retry");
+    let s1 = coords[0].1.to_string();
+    it::wait_until("S:1 to go to the retry topic", Duration::from_secs(60), || {
+        std::thread::sleep(Duration::from_millis(200));
+        it::partition_count(&retry_topic) > 0
+            && it::read_topic(&retry_topic)
+                .iter()
+                .any(|r| r.header_str(headers::RETRY_OFFSET) == Some(s1.as_str()))
+    });
     it::produce_raw(&input, &[rec(&codec, &input, "A:1")]);
 
-    it::wait_until("S:2 to be dead-lettered", Duration::from_secs(90), || {
+    it::wait_until("S:2 to be dead-lettered and S:1 settled", Duration::from_secs(90), || {
         std::thread::sleep(Duration::from_millis(300));
         !it::read_topic(&format!("{prefix}rt.input.dlq")).is_empty()
+            && !it::read_topic(&format!("{prefix}rt.output")).is_empty()
     });
-    std::thread::sleep(Duration::from_secs(1));
     shutdown.store(true, std::sync::atomic::Ordering::SeqCst);
     handle.join().unwrap().unwrap();
 

@@ -19,6 +19,7 @@
 //! | `EVALSTREAM_RETRY_MAX_ATTEMPTS`      | `retry.max_attempts`     |
 //! | `EVALSTREAM_RETRY_BACKOFF_MS`        | `retry.initial_backoff_ms` |
 //! | `EVALSTREAM_OPS_LISTEN`              | `ops_listen`             |
+//! | `EVALSTREAM_COMMITTED_VIEW`          | `committed_view`         |
 //! | `EVALSTREAM_KAFKA_<NAME>`            | `kafka.<name>` with `_` → `.` (e.g. `EVALSTREAM_KAFKA_SASL_MECHANISM`) |
 
 use std::collections::BTreeMap;
@@ -61,8 +62,14 @@ pub struct RuntimeConfig {
     /// crashed instance's partitions move after this long.
     #[serde(default = "default_session_timeout_ms")]
     pub session_timeout_ms: u64,
-    /// Producer `transaction.timeout.ms` (librdkafka default 60000): the broker aborts a
-    /// transaction left open longer than this, e.g. by a crashed instance that never returns.
+    /// Producer `transaction.timeout.ms`: the broker aborts a transaction left open longer
+    /// than this. Default 10000, Kafka Streams' exactly-once default (librdkafka's is 60000). It
+    /// bounds how long a crashed instance that never returns blocks its partitions: the next
+    /// owner's restore must read to the end of the changelog, and a `read_committed` reader
+    /// cannot pass the dead instance's open transaction until the broker aborts it (within this
+    /// timeout plus the broker's abort check interval, 10 s by default). A transaction of this
+    /// runtime lives `commit_interval_ms` (100 ms), so 10 s leaves ample room for slow commits;
+    /// librdkafka lowers `message.timeout.ms` and `socket.timeout.ms` to fit inside it.
     #[serde(default = "default_transaction_timeout_ms")]
     pub transaction_timeout_ms: u64,
     /// Records whose value is larger than this many bytes are dead-lettered with class
@@ -86,9 +93,42 @@ pub struct RuntimeConfig {
     /// dropped, lag grows, and switching back to `normal` resumes exactly where it stopped.
     #[serde(default)]
     pub mode: Mode,
+    /// What "committed" means for every reader the runtime ships (state restore, a
+    /// processor's `on_assign`, processors consuming another processor's outputs, and the audit
+    /// commands): `broker` (default) trusts the broker's `read_committed`, as Apache Kafka,
+    /// Redpanda, MSK and Confluent Cloud implement it; `markers` joins every record written by
+    /// our runtime against the progress marker that commits it, for a broker that shows aborted
+    /// transactional records to `read_committed` readers (the local Tansu broker). See
+    /// docs/exactly-once.md, "One definition of committed".
+    #[serde(default)]
+    pub committed_view: CommittedView,
     /// Settings of the processor itself (free-form, validated by the processor).
     #[serde(default)]
     pub processor: BTreeMap<String, toml::Value>,
+}
+
+/// What "committed" means for the readers the runtime ships (see
+/// [`RuntimeConfig::committed_view`]).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommittedView {
+    /// The broker's `read_committed` is exact (Apache Kafka and compatible brokers).
+    #[default]
+    Broker,
+    /// The broker leaks aborted records: a record written by the runtime is committed iff the
+    /// progress marker its `evalstream.progress` header names exists and belongs to its
+    /// transaction.
+    Markers,
+}
+
+impl CommittedView {
+    /// The name used in config and env.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommittedView::Broker => "broker",
+            CommittedView::Markers => "markers",
+        }
+    }
 }
 
 /// Processing mode.
@@ -162,9 +202,9 @@ fn default_commit_max_records() -> usize {
 fn default_session_timeout_ms() -> u64 {
     45_000
 }
-/// librdkafka's `transaction.timeout.ms` default.
+/// Kafka Streams' `transaction.timeout.ms` under exactly-once (see the field's doc).
 fn default_transaction_timeout_ms() -> u64 {
-    60_000
+    10_000
 }
 /// Kafka's default `max.message.bytes` is 1 MiB; we keep headroom for headers.
 fn default_max_record_bytes() -> usize {
@@ -256,6 +296,17 @@ impl RuntimeConfig {
                     }
                 }
                 "EVALSTREAM_GROUP_ID" => self.group_id = Some(v.clone()),
+                "EVALSTREAM_COMMITTED_VIEW" => {
+                    self.committed_view = match v.as_str() {
+                        "broker" => CommittedView::Broker,
+                        "markers" => CommittedView::Markers,
+                        _ => {
+                            return Err(RuntimeError::Config(format!(
+                                "{k}={v:?} must be `broker` or `markers`"
+                            )))
+                        }
+                    }
+                }
                 "EVALSTREAM_TOPIC_PREFIX" => self.topic_prefix = v.clone(),
                 "EVALSTREAM_COMMIT_INTERVAL_MS" => self.commit_interval_ms = num(k, v)?,
                 "EVALSTREAM_COMMIT_MAX_RECORDS" => self.commit_max_records = num(k, v)?,
@@ -328,6 +379,12 @@ impl RuntimeConfig {
             return err(format!(
                 "session_timeout_ms {} must be in 1000..=3600000",
                 self.session_timeout_ms
+            ));
+        }
+        if self.transaction_timeout_ms < 1000 {
+            return err(format!(
+                "transaction_timeout_ms {} must be at least 1000 (librdkafka's minimum)",
+                self.transaction_timeout_ms
             ));
         }
         if self.transaction_timeout_ms <= self.commit_interval_ms {
@@ -430,7 +487,8 @@ mod tests {
             ("bootstrap_servers = \"nohost\"", "bootstrap_servers"),
             ("instance_id = \"a b\"", "instance_id"),
             ("max_record_bytes = 10", "max_record_bytes"),
-            ("transaction_timeout_ms = 50\ncommit_interval_ms = 100", "transaction_timeout_ms"),
+            ("transaction_timeout_ms = 500\ncommit_interval_ms = 100", "transaction_timeout_ms"),
+            ("transaction_timeout_ms = 2000\ncommit_interval_ms = 3000", "transaction_timeout_ms"),
             ("[retry]\nmax_attempts = 0", "retry.max_attempts"),
             ("[kafka]\n\"enable.auto.commit\" = \"true\"", "kafka.enable.auto.commit"),
         ] {
@@ -454,6 +512,18 @@ mod tests {
         assert_eq!(c.mode, Mode::Normal);
         assert!(RuntimeConfig::load_with(None, &env(&[("MODE", "readonly")])).is_err());
         assert_eq!(RuntimeConfig::from_toml("mode = \"read-only\"").unwrap().mode, Mode::ReadOnly);
+    }
+
+    #[test]
+    fn committed_view_from_file_or_env() {
+        assert_eq!(RuntimeConfig::default().committed_view, CommittedView::Broker);
+        let c = RuntimeConfig::load_with(None, &env(&[("EVALSTREAM_COMMITTED_VIEW", "markers")]))
+            .unwrap();
+        assert_eq!(c.committed_view, CommittedView::Markers);
+        let c = RuntimeConfig::from_toml("committed_view = \"markers\"").unwrap();
+        assert_eq!(c.committed_view, CommittedView::Markers);
+        assert!(RuntimeConfig::load_with(None, &env(&[("EVALSTREAM_COMMITTED_VIEW", "tansu")]))
+            .is_err());
     }
 
     #[test]

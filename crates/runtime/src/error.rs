@@ -87,6 +87,9 @@ pub enum ErrorClass {
     NotReady,
     /// The record was not ready on its last allowed attempt (`retry.max_attempts`).
     RetriesExhausted,
+    /// The broker (or the local producer) refused an output derived from the record, e.g. as
+    /// too large for the output topic: replaying cannot help, so the input is dead-lettered.
+    OutputRejected,
     /// The processor declared the record fatal ([`ProcessError::Fatal`]). The runtime stops
     /// instead of dead-lettering; the class exists for logs and for completeness.
     Fatal,
@@ -94,13 +97,14 @@ pub enum ErrorClass {
 
 impl ErrorClass {
     /// Every class, in declaration order.
-    pub const ALL: [ErrorClass; 7] = [
+    pub const ALL: [ErrorClass; 8] = [
         ErrorClass::Deserialization,
         ErrorClass::Oversized,
         ErrorClass::Validation,
         ErrorClass::Encoding,
         ErrorClass::NotReady,
         ErrorClass::RetriesExhausted,
+        ErrorClass::OutputRejected,
         ErrorClass::Fatal,
     ];
 
@@ -113,6 +117,7 @@ impl ErrorClass {
             ErrorClass::Encoding => "encoding",
             ErrorClass::NotReady => "not_ready",
             ErrorClass::RetriesExhausted => "retries_exhausted",
+            ErrorClass::OutputRejected => "output_rejected",
             ErrorClass::Fatal => "fatal",
         }
     }
@@ -126,7 +131,7 @@ impl std::fmt::Display for ErrorClass {
 
 /// A string that is not an [`ErrorClass`] name.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
-#[error("unknown error class {0:?} (known: deserialization, oversized, validation, encoding, not_ready, retries_exhausted, fatal)")]
+#[error("unknown error class {0:?} (known: deserialization, oversized, validation, encoding, not_ready, retries_exhausted, output_rejected, fatal)")]
 pub struct UnknownErrorClass(pub String);
 
 impl std::str::FromStr for ErrorClass {
@@ -183,6 +188,29 @@ pub enum RuntimeError {
     /// of dead-lettering good records.
     #[error("dependency unavailable: {0}")]
     Unavailable(String),
+    /// The broker or the local producer refused a record for what it is (too large, invalid),
+    /// not for the state of the cluster: replaying the same input would fail the same way.
+    #[error("{topic} refused a record{}: {message}", input.as_deref().map(|s| format!(" derived from {s}")).unwrap_or_default())]
+    OutputRejected {
+        /// Topic that refused it (physical).
+        topic: String,
+        /// `evalstream.source` of the record (the input it came from), when it has one.
+        input: Option<String>,
+        /// The producer's error.
+        message: String,
+        /// Refused by the local producer at send (this record for certain), not by the broker
+        /// in a delivery report (which fails every record of the batch it was in).
+        local: bool,
+    },
+    /// `commit_transaction` kept failing with retriable errors: the transaction may or may not
+    /// have committed. The engine rebuilds its producer (`init_transactions` completes or aborts
+    /// whatever is pending) and restores from the log, which then says what happened.
+    #[error("commit outcome unknown after retries: {source}")]
+    CommitOutcomeUnknown {
+        /// The last error.
+        #[source]
+        source: KafkaError,
+    },
 }
 
 impl RuntimeError {
@@ -196,6 +224,8 @@ impl RuntimeError {
         match self {
             RuntimeError::Kafka { source, .. } => classify_kafka(source),
             RuntimeError::Unavailable(_) => Disposition::Backoff,
+            RuntimeError::OutputRejected { .. } => Disposition::AbortAndRewind,
+            RuntimeError::CommitOutcomeUnknown { .. } => Disposition::RebuildProducer,
             RuntimeError::Encode { .. }
             | RuntimeError::Config(_)
             | RuntimeError::Restore { .. }
@@ -203,6 +233,22 @@ impl RuntimeError {
             | RuntimeError::Ops(_) => Disposition::Stop,
         }
     }
+}
+
+/// Whether a produce error is about the record itself (its size, its format) rather than the
+/// cluster: such a record fails the same way however often it is sent.
+pub fn is_record_specific(err: &KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidTimestamp
+        )
+    )
 }
 
 /// Classifies a Kafka client error using the questions exactly-once needs (`is_fatal`,
@@ -289,6 +335,21 @@ mod tests {
         ] {
             assert_eq!(classify_kafka(&KafkaError::Global(code)), Disposition::Backoff, "{code:?}");
         }
+    }
+
+    #[test]
+    fn an_unknown_commit_outcome_rebuilds_the_producer() {
+        let e = RuntimeError::CommitOutcomeUnknown {
+            source: KafkaError::Global(RDKafkaErrorCode::RequestTimedOut),
+        };
+        assert_eq!(e.disposition(), Disposition::RebuildProducer);
+        let r = RuntimeError::OutputRejected {
+            topic: "t".into(),
+            input: Some("in/0/1".into()),
+            message: "too large".into(),
+            local: true,
+        };
+        assert_eq!(r.disposition(), Disposition::AbortAndRewind);
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub const ERR_CLASS: &str = "__evalstream.errors.class";
 pub const ERR_MESSAGE: &str = "__evalstream.errors.message";
 /// DLQ and retry: how many processing attempts were made (decimal).
 pub const ERR_ATTEMPTS: &str = "__evalstream.errors.attempts";
+/// DLQ: present when the record is written without its value because the DLQ topic refused it
+/// with the value (the original is still at `errors.topic`/`partition`/`offset`).
+pub const ERR_VALUE_DROPPED: &str = "__evalstream.errors.value_dropped";
 
 /// Retry topic: the topic the record must be processed as (its original topic).
 pub const RETRY_TOPIC: &str = "__evalstream.retry.topic";
@@ -49,6 +52,12 @@ pub const SOURCE: &str = "evalstream.source";
 pub const TXN: &str = "evalstream.txn";
 /// Every output: index of this output among those derived from the same input (decimal, from 0).
 pub const OUTPUT_INDEX: &str = "evalstream.output_index";
+/// Every record the runtime writes in a transaction (outputs, dead letters, retry records,
+/// state entries): `<changelog topic>/<partition>/<commit sequence>`, the progress marker that
+/// commits it (see [`crate::progress`]). A reader on a broker that shows aborted records counts
+/// the record as committed iff the first marker with that sequence in that changelog partition
+/// belongs to the record's [`TXN`].
+pub const PROGRESS: &str = "evalstream.progress";
 
 /// The DLQ headers of a dead-lettered record: where it came from and why. The engine builds one
 /// for every record it dead-letters ([`DeadLetterHeaders::to_headers`]); `evalstream dlq` parses
@@ -77,7 +86,8 @@ pub struct DeadLetterHeaders {
 
 impl DeadLetterHeaders {
     /// Every header name of the contract (what `dlq requeue` strips).
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 9] = [
+        ERR_VALUE_DROPPED,
         ERR_TOPIC,
         ERR_PARTITION,
         ERR_OFFSET,

@@ -31,6 +31,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod ops;
 pub mod processor;
+pub mod progress;
 pub mod reader;
 pub mod state;
 pub mod telemetry;

@@ -56,7 +56,7 @@ pub const COMMIT_LATENCY_BUCKETS: [f64; 13] =
 /// Names of the runtime's metric families without the [`PREFIX`] and without the `_total` suffix
 /// the encoder adds to counters. Kept in one place so that processor-registered names can be
 /// checked against them.
-const BUILTIN_FAMILIES: [&str; 11] = [
+const BUILTIN_FAMILIES: [&str; 12] = [
     "records_in",
     "records_out",
     "records_dead_lettered",
@@ -68,6 +68,7 @@ const BUILTIN_FAMILIES: [&str; 11] = [
     "rebalances",
     "build_info",
     "faults_injected",
+    "restores",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -149,6 +150,7 @@ pub struct Metrics {
     consumer_lag: Family<LagLabels, Gauge>,
     rebalances: Family<KindLabels, Counter>,
     faults_injected: Family<PointLabels, Counter>,
+    restores: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -172,6 +174,7 @@ impl Metrics {
             consumer_lag: Family::default(),
             rebalances: Family::default(),
             faults_injected: Family::default(),
+            restores: Family::default(),
         };
 
         let rt = registry.sub_registry_with_prefix(PREFIX);
@@ -220,6 +223,11 @@ impl Metrics {
             "rebalances",
             "Consumer-group rebalance events seen by this instance, by kind (assign, revoke, lost)",
             m.rebalances.clone(),
+        );
+        rt.register(
+            "restores",
+            "State restores from the changelog, by reason: assign (new partitions) or abort (after a failed transaction or an unknown commit outcome, memory is rebuilt from the log)",
+            m.restores.clone(),
         );
         rt.register(
             "faults_injected",
@@ -295,6 +303,13 @@ impl Metrics {
     pub fn rebalance(&self, kind: &str) {
         let labels = KindLabels { kind: escape_label_value(kind).into_owned() };
         self.rebalances.get_or_create(&labels).inc();
+    }
+
+    /// Counts one restore of the assigned partitions from the log; `reason` is `assign` or
+    /// `abort`.
+    pub fn restored(&self, reason: &str) {
+        let labels = ReasonLabels { reason: escape_label_value(reason).into_owned() };
+        self.restores.get_or_create(&labels).inc();
     }
 
     /// Counts one fault injected at `point` by the test-only fail points (`EVALSTREAM_FAIL_AT`).

@@ -135,19 +135,23 @@ pub trait Processor: Send + 'static {
     fn process(&mut self, input: &Input<'_>, ctx: &mut Context<'_>) -> Result<(), ProcessError>;
 
     /// Called when `partition` is assigned, after the runtime restored its state from the
-    /// changelog and before any of its records are processed. A processor whose outputs carry
-    /// its progress (the audit chain resumes from the tail of `audit.chain`) reads them here,
-    /// rebuilds what it keeps outside `state`, and returns where each input should resume.
+    /// changelog and before any of its records are processed, **and again after every failed
+    /// transaction** (the runtime never undoes in memory: it calls [`Processor::on_revoke`] and
+    /// rebuilds state and processor memory from the log). A processor whose outputs carry its
+    /// progress (the audit chain resumes from the tail of `audit.chain`) reads them here with
+    /// `reader` (committed records only, to the true end), rebuilds what it keeps outside
+    /// `state` from them alone, and returns where each input should resume.
     fn on_assign(
         &mut self,
         _partition: i32,
         _state: &mut StateView,
-        _reader: &TopicReader<'_>,
+        _reader: &CommittedReader,
     ) -> Result<ResumeHint, ProcessError> {
         Ok(ResumeHint::new())
     }
 
-    /// Called when `partition` is revoked: drop whatever is kept for it outside `state`.
+    /// Called when `partition` is revoked, and before it is restored after a failed
+    /// transaction: drop whatever is kept for it outside `state`.
     fn on_revoke(&mut self, _partition: i32) {}
 
     /// How often [`Processor::punctuate`] runs; `None` (the default) never.
@@ -168,5 +172,5 @@ pub trait Processor: Send + 'static {
 pub type ResumeHint = std::collections::BTreeMap<String, i64>;
 
 /// Read access to topics during [`Processor::on_assign`] (e.g. the tail of the processor's own
-/// output partition).
-pub use crate::reader::TopicReader;
+/// output partition): committed records only, by the runtime's one definition of committed.
+pub use crate::reader::CommittedReader;

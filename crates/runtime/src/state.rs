@@ -3,20 +3,24 @@
 //! ```text
 //!   process(record) ── put/delete ──► StateView { map, record undo, transaction originals }
 //!        │ Err: rollback_record()            │ commit: dirty keys ──► changelog partition p
-//!        ▼                                    ▼ abort:  restore originals
+//!        ▼                                    ▼ abort:  the view is dropped and restored
+//!                                                       from the changelog (what the log proves)
 //! ```
 //!
-//! The view keeps two undo levels: per record (a failed `process` call leaves no trace) and per
-//! transaction (an aborted transaction restores the state it started from, so the runtime can
-//! rewind the consumer without re-reading the changelog). Only keys whose value actually changed
-//! since the transaction began are written to the changelog, once each, however many records
-//! touched them: changelog traffic is bounded by distinct keys per commit, not by input records.
+//! The view keeps one undo level: per record, so a failed `process` call leaves no trace. An
+//! aborted transaction is *not* undone in memory: the runtime drops the view and restores it from
+//! the changelog, the same path as a new assignment, so after any abort (or a commit whose
+//! outcome is unknown) the state is exactly what the log proves. The transaction's originals only
+//! decide which keys changed: each is written to the changelog once per commit, however many
+//! records touched it, so changelog traffic is bounded by distinct keys per commit.
 
 use std::collections::HashMap;
 
 /// Changelog record key of a state entry: this prefix, then the store key.
 pub const STATE_KEY_PREFIX: u8 = 0x01;
-/// Changelog record key of a progress marker: this prefix, then the input topic name.
+/// Changelog record key of a progress marker: this byte alone (one marker key per partition, so
+/// compaction keeps the latest marker of each partition). Markers written by older versions
+/// append the input topic's name.
 pub const MARKER_KEY_PREFIX: u8 = 0x00;
 
 /// Keyed byte state of one partition.
@@ -107,17 +111,6 @@ impl StateView {
         !self.txn_orig.is_empty()
     }
 
-    /// Aborts the transaction: restores every key to its value when the transaction began.
-    pub fn abort(&mut self) {
-        self.record_undo.clear();
-        for (k, orig) in self.txn_orig.drain() {
-            match orig {
-                Some(v) => self.map.insert(k, v),
-                None => self.map.remove(&k),
-            };
-        }
-    }
-
     /// Applies a changelog entry during restore (no undo bookkeeping).
     pub fn restore(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
         match value {
@@ -135,12 +128,9 @@ pub fn state_changelog_key(key: &[u8]) -> Vec<u8> {
     k
 }
 
-/// Changelog key of the progress marker for `topic`.
-pub fn marker_changelog_key(topic: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(topic.len() + 1);
-    k.push(MARKER_KEY_PREFIX);
-    k.extend_from_slice(topic.as_bytes());
-    k
+/// Changelog key of the progress marker of a partition.
+pub fn marker_changelog_key() -> Vec<u8> {
+    vec![MARKER_KEY_PREFIX]
 }
 
 /// What a changelog record key means.
@@ -148,7 +138,8 @@ pub fn marker_changelog_key(topic: &str) -> Vec<u8> {
 pub enum ChangelogKey<'a> {
     /// A state entry with this store key.
     State(&'a [u8]),
-    /// The progress marker of this input topic.
+    /// A progress marker (the text after the prefix: empty, or an input topic's name in markers
+    /// written by older versions).
     Marker(&'a str),
 }
 
@@ -181,20 +172,6 @@ mod tests {
     }
 
     #[test]
-    fn abort_restores_transaction_start() {
-        let mut s = StateView::new();
-        s.put(b"a", b"1".to_vec());
-        s.take_changes();
-        s.put(b"a", b"2".to_vec());
-        s.delete(b"a");
-        s.put(b"c", b"3".to_vec());
-        s.abort();
-        assert_eq!(s.get(b"a"), Some(&b"1"[..]));
-        assert_eq!(s.get(b"c"), None);
-        assert!(s.take_changes().is_empty());
-    }
-
-    #[test]
     fn changes_coalesce_and_sort() {
         let mut s = StateView::new();
         for i in 0..10u8 {
@@ -210,8 +187,9 @@ mod tests {
     fn changelog_keys_round_trip() {
         let k = state_changelog_key(b"acct-1");
         assert_eq!(parse_changelog_key(&k), Some(ChangelogKey::State(b"acct-1")));
-        let m = marker_changelog_key("totals.input");
-        assert_eq!(parse_changelog_key(&m), Some(ChangelogKey::Marker("totals.input")));
+        assert_eq!(parse_changelog_key(&marker_changelog_key()), Some(ChangelogKey::Marker("")));
+        let legacy = [&[MARKER_KEY_PREFIX][..], b"totals.input"].concat();
+        assert_eq!(parse_changelog_key(&legacy), Some(ChangelogKey::Marker("totals.input")));
         assert_eq!(parse_changelog_key(&[9, 1]), None);
         assert_eq!(parse_changelog_key(&[]), None);
     }

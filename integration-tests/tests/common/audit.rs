@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use apache_avro::types::Value;
 use evalstream_audit::records::{ChainRecord, ChainRecordBody, VerificationResult};
@@ -55,10 +56,37 @@ pub fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
-/// Every record of `audit.chain`, decoded, per partition in offset order.
+/// Waits (bounded) until the tail of every chain is under a signed checkpoint: the idle
+/// punctuation checkpoints and signs what was chained last.
+pub fn wait_tail_signed(codec: &Codec, prefix: &str, partitions: i32) {
+    it::wait_until("every chain's tail to be signed", Duration::from_secs(60), || {
+        std::thread::sleep(Duration::from_millis(300));
+        let chain = read_chain(codec, &format!("{prefix}audit.chain"));
+        (0..partitions).all(|p| {
+            let recs = chain.get(&p).map(Vec::as_slice).unwrap_or_default();
+            let entries = entries(recs).len() as u64;
+            recs.iter().any(|(_, r)| {
+                matches!(&r.body, ChainRecordBody::Checkpoint(c)
+                    if c.tree_size == entries && c.signature.is_some())
+            })
+        })
+    });
+}
+
+/// The committed records of `topic` (`<prefix><name>`), written by the processor whose changelog
+/// is `<prefix>evalstream.<processor>.changelog`: on Kafka what `read_committed` shows, on a
+/// broker leaking aborted records the marker join (see `common::eos::MarkerJoin`).
+fn committed_records(codec: &Codec, topic: &str, name: &str, processor: &str) -> Vec<it::Record> {
+    let prefix = topic.strip_suffix(name).expect("topic is <prefix><name>");
+    let committed =
+        super::eos::committed_filter(codec, &format!("{prefix}evalstream.{processor}.changelog"));
+    it::read_topic_stable(topic).into_iter().filter(|r| committed(r)).collect()
+}
+
+/// Every committed record of `audit.chain`, decoded, per partition in offset order.
 pub fn read_chain(codec: &Codec, topic: &str) -> BTreeMap<i32, Vec<(i64, ChainRecord)>> {
     let mut out: BTreeMap<i32, Vec<(i64, ChainRecord)>> = BTreeMap::new();
-    for r in it::read_topic_stable(topic) {
+    for r in committed_records(codec, topic, "audit.chain", "audit-chain") {
         let rec =
             ChainRecord::decode(codec, r.value.as_deref().expect("value")).expect("chain record");
         out.entry(r.partition).or_default().push((r.offset, rec));
@@ -66,10 +94,10 @@ pub fn read_chain(codec: &Codec, topic: &str) -> BTreeMap<i32, Vec<(i64, ChainRe
     out
 }
 
-/// Every verification result, per partition in order.
+/// Every committed verification result, per partition in order.
 pub fn read_verifications(codec: &Codec, topic: &str) -> BTreeMap<i32, Vec<VerificationResult>> {
     let mut out: BTreeMap<i32, Vec<VerificationResult>> = BTreeMap::new();
-    for r in it::read_topic_stable(topic) {
+    for r in committed_records(codec, topic, "audit.verifications", "audit-verifier") {
         let d = codec.decode(r.value.as_deref().expect("value")).expect("decodes");
         out.entry(r.partition)
             .or_default()

@@ -10,13 +10,16 @@
 //!                                              signer down? ─► pending_signature, signed later in order
 //! ```
 //!
-//! **Resuming from the outputs.** On assignment the processor reads the tail of its own
-//! `audit.chain` partition: the last checkpoint (its frontier restores the Merkle tree) plus the
-//! entries after it restore the head; the last window of entries restores the duplicate filter;
-//! checkpoints still `pending_signature` are queued for signing; and the largest source offset
-//! tells the runtime where to resume `audit.events`. Because the chain is rebuilt from what is
-//! visible in `audit.chain`, it stays a single linear chain even on a broker that exposes
-//! aborted records: whatever a reader sees is what the next entry links to.
+//! **Resuming from the outputs.** On assignment, and after every failed transaction (the runtime
+//! rebuilds processor memory from the log instead of undoing it), the processor reads the tail of
+//! its own `audit.chain` partition through the runtime's committed reader: the last checkpoint
+//! (its frontier restores the Merkle tree) plus the entries after it restore the head; the last
+//! `dedup_window` entries restore the duplicate filter (read back until the window is full, not
+//! a span of offsets); checkpoints still `pending_signature` are queued for signing; and the
+//! largest source offset tells the runtime where to resume `audit.events`. "Committed" is the
+//! runtime's one definition: `read_committed` on Kafka, and on a broker that shows aborted
+//! records only the records whose progress marker commits them, so the chain never links to an
+//! aborted entry.
 //!
 //! **Deduplication.** Upstream producers are often at-least-once. An event whose `event_id` is
 //! among the last `dedup_window` entries of its partition is not chained again. Older duplicates
@@ -35,7 +38,10 @@ use std::time::{Duration, Instant};
 
 use apache_avro::types::Value;
 use evalstream_runtime::error::ProcessError;
-use evalstream_runtime::processor::{Context, Input, Output, Processor, ResumeHint, TopicReader};
+use evalstream_runtime::processor::{
+    CommittedReader, Context, Input, Output, Processor, ResumeHint,
+};
+use evalstream_runtime::reader::PartitionRead;
 use evalstream_runtime::state::StateView;
 use tracing::{error, info, warn};
 
@@ -83,8 +89,11 @@ struct PartitionChain {
     range: CompactRange,
     last_time: i64,
     since_checkpoint: u64,
+    /// The last `dedup_window` chained event ids, oldest first.
     recent: VecDeque<String>,
-    recent_set: HashSet<String>,
+    /// How many times each id occurs in `recent` (an id older than a window can be chained
+    /// again, so it may occur twice).
+    recent_count: HashMap<String, u32>,
     pending: VecDeque<Checkpoint>,
 }
 
@@ -96,7 +105,7 @@ impl PartitionChain {
             last_time: 0,
             since_checkpoint: 0,
             recent: VecDeque::new(),
-            recent_set: HashSet::new(),
+            recent_count: HashMap::new(),
             pending: VecDeque::new(),
         }
     }
@@ -106,16 +115,21 @@ impl PartitionChain {
             return;
         }
         self.recent.push_back(event_id.to_string());
-        self.recent_set.insert(event_id.to_string());
+        *self.recent_count.entry(event_id.to_string()).or_default() += 1;
         while self.recent.len() > window {
-            if let Some(old) = self.recent.pop_front() {
-                // The same id may be in the window twice only if it was chained twice (older
-                // than a previous window); keep it while any copy remains.
-                if !self.recent.contains(&old) {
-                    self.recent_set.remove(&old);
+            let Some(old) = self.recent.pop_front() else { break };
+            if let Some(n) = self.recent_count.get_mut(&old) {
+                *n -= 1;
+                if *n == 0 {
+                    self.recent_count.remove(&old);
                 }
             }
         }
+    }
+
+    /// Whether `event_id` is among the last `dedup_window` entries.
+    fn seen(&self, event_id: &str) -> bool {
+        self.recent_count.contains_key(event_id)
     }
 }
 
@@ -265,7 +279,7 @@ impl Processor for AuditChain {
         let every = self.settings.checkpoint_every;
         let partition = input.partition;
         let chain = self.chain(partition);
-        if chain.recent_set.contains(&event.event_id) {
+        if chain.seen(&event.event_id) {
             // At-least-once upstream: the same event again. Chaining it twice would make the
             // audit trail claim it happened twice.
             return Ok(());
@@ -315,7 +329,7 @@ impl Processor for AuditChain {
         &mut self,
         partition: i32,
         _state: &mut StateView,
-        reader: &TopicReader<'_>,
+        reader: &CommittedReader,
     ) -> Result<ResumeHint, ProcessError> {
         let (chain, next_offset) = restore_tail(partition, &self.settings, reader)?;
         info!(
@@ -334,51 +348,85 @@ impl Processor for AuditChain {
     }
 }
 
-/// Rebuilds a partition's chain state from the tail of `audit.chain` and returns the next
-/// `audit.events` offset the tail proves.
-fn restore_tail(
-    partition: i32,
-    settings: &ChainSettings,
-    reader: &TopicReader<'_>,
-) -> Result<(PartitionChain, Option<i64>), ProcessError> {
-    let kafka = |e: evalstream_runtime::error::RuntimeError| ProcessError::Fatal(e.to_string());
-    let (low, high) = reader.watermarks(OUTPUT, partition).map_err(kafka)?;
-    // Enough to find the last checkpoint (one every `checkpoint_every` entries at most, more
-    // often when idle) and the deduplication window; fall back to the whole partition.
-    let span = (settings.dedup_window as i64) + 2 * (settings.checkpoint_every as i64) + 1024;
-    let mut from = (high - span).max(low);
-    loop {
-        let records = read_chain(reader, partition, from)?;
-        let last_cp =
-            records.iter().rposition(|(_, r)| matches!(r.body, ChainRecordBody::Checkpoint(_)));
-        if last_cp.is_none() && from > low {
-            from = low;
-            continue;
-        }
-        return Ok(rebuild(partition, settings, &records, last_cp));
-    }
+/// The committed records of one `audit.chain` partition, as the restore reads them.
+trait ChainLog {
+    /// `(log start, end)` offsets of the partition.
+    fn bounds(&self, partition: i32) -> Result<(i64, i64), ProcessError>;
+    /// The chain records of `partition` in `[from, until)` (`until` `None`: to the end), in
+    /// offset order.
+    fn read(
+        &self,
+        partition: i32,
+        from: i64,
+        until: Option<i64>,
+    ) -> Result<Vec<(i64, ChainRecord)>, ProcessError>;
 }
 
-fn read_chain(
-    reader: &TopicReader<'_>,
-    partition: i32,
-    from: i64,
-) -> Result<Vec<(i64, ChainRecord)>, ProcessError> {
-    let mut out = Vec::new();
-    let mut bad = 0usize;
-    reader
-        .scan(OUTPUT, partition, from, |r| {
-            match r.value.as_deref().map(|v| ChainRecord::decode(reader.codec(), v)) {
+impl ChainLog for CommittedReader {
+    fn bounds(&self, partition: i32) -> Result<(i64, i64), ProcessError> {
+        self.watermarks(OUTPUT, partition).map_err(|e| ProcessError::Fatal(e.to_string()))
+    }
+
+    fn read(
+        &self,
+        partition: i32,
+        from: i64,
+        until: Option<i64>,
+    ) -> Result<Vec<(i64, ChainRecord)>, ProcessError> {
+        let mut out = Vec::new();
+        let mut bad = 0usize;
+        self.scan_range(OUTPUT, PartitionRead { partition, from, until }, |r| {
+            match r.value.as_deref().map(|v| ChainRecord::decode(self.codec(), v)) {
                 Some(Ok(rec)) if rec.partition == partition as u32 => out.push((r.offset, rec)),
                 _ => bad += 1,
             }
             true
         })
         .map_err(|e| ProcessError::Fatal(e.to_string()))?;
-    if bad > 0 {
-        warn!(partition, bad, "audit.chain tail has records that are not chain records of this partition; ignored (the verifier reports them)");
+        if bad > 0 {
+            warn!(partition, bad, "audit.chain tail has records that are not chain records of this partition; ignored (the verifier reports them)");
+        }
+        Ok(out)
     }
-    Ok(out)
+}
+
+/// Rebuilds a partition's chain state from the tail of `audit.chain` and returns the next
+/// `audit.events` offset the tail proves.
+///
+/// Reads back from the end in growing chunks until what was read holds the deduplication window
+/// (`dedup_window` entries) and a checkpoint (its frontier restores the Merkle tree), or the log
+/// starts. The window is counted in entries, not offsets: checkpoints and transaction markers
+/// take offsets too, so a span of offsets would restore a smaller window after every restart.
+fn restore_tail(
+    partition: i32,
+    settings: &ChainSettings,
+    log: &impl ChainLog,
+) -> Result<(PartitionChain, Option<i64>), ProcessError> {
+    let (low, end) = log.bounds(partition)?;
+    // A first guess: about two offsets per entry plus the checkpoints between them.
+    let mut span = 2 * (settings.dedup_window as i64 + settings.checkpoint_every as i64) + 64;
+    let mut from = end.saturating_sub(span).max(low);
+    // The first chunk reads to the true end (waiting for open transactions); earlier chunks
+    // are bounded by where the previous one started.
+    let mut records = log.read(partition, from, None)?;
+    loop {
+        let entries =
+            records.iter().filter(|(_, r)| matches!(r.body, ChainRecordBody::Entry(_))).count();
+        let checkpoint =
+            records.iter().any(|(_, r)| matches!(r.body, ChainRecordBody::Checkpoint(_)));
+        if from <= low || (entries >= settings.dedup_window && checkpoint) {
+            break;
+        }
+        span = span.saturating_mul(2);
+        let earlier_from = from.saturating_sub(span).max(low);
+        let mut earlier = log.read(partition, earlier_from, Some(from))?;
+        earlier.append(&mut records);
+        records = earlier;
+        from = earlier_from;
+    }
+    let last_cp =
+        records.iter().rposition(|(_, r)| matches!(r.body, ChainRecordBody::Checkpoint(_)));
+    Ok(rebuild(partition, settings, &records, last_cp))
 }
 
 fn rebuild(
@@ -491,4 +539,106 @@ pub fn emergency_signer_event(event_id: &str, actor: &str, detail: &str, at_ms: 
         ("occurred_at".into(), Value::TimestampMillis(at_ms)),
         ("payload".into(), Value::String(payload.to_string())),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An in-memory `audit.chain` partition: records at increasing offsets with `gap` offsets
+    /// after each entry, as transaction markers take offsets in a real log.
+    struct FakeLog {
+        records: Vec<(i64, ChainRecord)>,
+        end: i64,
+    }
+
+    impl ChainLog for FakeLog {
+        fn bounds(&self, _: i32) -> Result<(i64, i64), ProcessError> {
+            Ok((0, self.end))
+        }
+        fn read(
+            &self,
+            _: i32,
+            from: i64,
+            until: Option<i64>,
+        ) -> Result<Vec<(i64, ChainRecord)>, ProcessError> {
+            Ok(self
+                .records
+                .iter()
+                .filter(|(o, _)| *o >= from && until.is_none_or(|u| *o < u))
+                .cloned()
+                .collect())
+        }
+    }
+
+    fn event(i: u64) -> Value {
+        Value::Record(vec![
+            ("event_id".into(), Value::String(format!("ev-{i}"))),
+            ("type".into(), Value::String("eval.submission_accepted".into())),
+            ("actor".into(), Value::String("svc".into())),
+            ("subject".into(), Value::String(format!("model-{}", i % 7))),
+            ("occurred_at".into(), Value::TimestampMillis(1_790_000_000_000 + i as i64)),
+            ("payload".into(), Value::String(format!("{{\"n\":{i}}}"))),
+        ])
+    }
+
+    /// Feeds `event(i)` for `ids` through `chain` (partition 0, input offset = i) and returns the
+    /// outputs as chain records.
+    fn feed(chain: &mut AuditChain, ids: impl Iterator<Item = u64>) -> Vec<ChainRecord> {
+        let mut out = Vec::new();
+        for i in ids {
+            let mut state = StateView::new();
+            let mut ctx = Context::for_test(&mut state);
+            let value = event(i);
+            let input = Input {
+                topic: INPUT,
+                partition: 0,
+                offset: i as i64,
+                timestamp: None,
+                key: None,
+                schema: AUDIT_EVENT_SCHEMA,
+                value: &value,
+                attempt: 1,
+            };
+            chain.process(&input, &mut ctx).expect("processes");
+            for o in ctx.take_outputs() {
+                out.push(ChainRecord::from_avro(&o.value).expect("a chain record"));
+            }
+        }
+        out
+    }
+
+    fn log_of(records: Vec<ChainRecord>, gap: i64) -> FakeLog {
+        let mut offset = 0;
+        let mut out = Vec::new();
+        for r in records {
+            let is_entry = matches!(r.body, ChainRecordBody::Entry(_));
+            out.push((offset, r));
+            offset += 1 + if is_entry { gap } else { 0 };
+        }
+        FakeLog { records: out, end: offset }
+    }
+
+    /// Defect 8: the deduplication window restored after a restart must hold `dedup_window`
+    /// entries, however many offsets (checkpoints, transaction markers) lie between them.
+    #[test]
+    fn the_restored_dedup_window_holds_dedup_window_entries() {
+        let settings = ChainSettings {
+            checkpoint_every: 1000,
+            dedup_window: 2000,
+            punctuate_every: Duration::from_secs(1),
+        };
+        let mut chain = AuditChain::new(settings.clone(), None, None);
+        let log = log_of(feed(&mut chain, 0..3000), 2);
+        let (restored, next) = restore_tail(0, &settings, &log).expect("restores");
+        assert_eq!(next, Some(3000));
+        assert_eq!(restored.head.next_seq, 3000);
+        let mut resumed = AuditChain::new(settings, None, None);
+        resumed.chains.insert(0, restored);
+        // ev-1100 is 1900 entries back: inside the window, so a duplicate of it is not chained.
+        let again = feed(&mut resumed, [1100].into_iter());
+        assert!(again.is_empty(), "a duplicate inside the window was chained again");
+        // ev-900 is 2100 entries back: outside the window, chained again (documented).
+        assert_eq!(feed(&mut resumed, [900].into_iter()).len(), 1);
+    }
 }

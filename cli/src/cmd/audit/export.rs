@@ -67,7 +67,7 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<u8> {
     let cfg = load_config(config)?;
     let codec = Codec::from_env().context("loading schemas")?;
     let registry = args.signers.load()?;
-    let broker = Broker::new(&cfg, &codec);
+    let broker = Broker::new(&cfg, &codec)?;
     let (from, to) = args.range.bounds()?;
     let partitions = broker.partitions(&args.range.partition)?;
     let jsonl = temp_path(&args.out, "jsonl");

@@ -184,7 +184,7 @@ fn collect(broker: &Broker<'_>, found: &Found, quiet: bool) -> anyhow::Result<Co
 pub fn prove(config: Option<&Path>, args: ProveArgs) -> anyhow::Result<u8> {
     let cfg = load_config(config)?;
     let codec = Codec::from_env().context("loading schemas")?;
-    let broker = Broker::new(&cfg, &codec);
+    let broker = Broker::new(&cfg, &codec)?;
     let found = find(&broker, &args)?;
     let Some(first) = found.first() else {
         bail!("event {:?} is not in {}", args.event_id, broker.topic());

@@ -11,9 +11,12 @@
 //!                         └─► sink (export writes every record read, anchor first)
 //! ```
 //!
-//! Reads are group-less and `read_committed` (the runtime's `TopicReader`), and end at the
-//! end-of-partition event; nothing is committed anywhere, so verifying never disturbs the
-//! processors. Progress goes to stderr about once a second on long reads.
+//! Reads go through the runtime's `CommittedReader`: group-less, committed records only by the
+//! runtime's one definition of committed (`read_committed` on Kafka; with `committed_view =
+//! "markers"`, only records whose progress marker commits them), and to the true end of the
+//! log (past the last stable offset once open transactions end). Nothing is committed anywhere,
+//! so verifying never disturbs the processors. Progress goes to stderr about once a second on
+//! long reads.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -28,7 +31,7 @@ use evalstream_audit::CHAIN_TOPIC;
 use evalstream_runtime::codec::Codec;
 use evalstream_runtime::config::RuntimeConfig;
 use evalstream_runtime::kafka::{self, ReaderContext};
-use evalstream_runtime::reader::{ReadRecord, TopicReader};
+use evalstream_runtime::reader::{CommittedReader, ReadRecord};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -159,13 +162,14 @@ pub struct Resolved {
 pub struct Broker<'a> {
     cfg: &'a RuntimeConfig,
     codec: &'a Codec,
-    reader: TopicReader<'a>,
+    reader: CommittedReader,
 }
 
 impl<'a> Broker<'a> {
     /// Access to `cfg`'s cluster and topic prefix.
-    pub fn new(cfg: &'a RuntimeConfig, codec: &'a Codec) -> Self {
-        Broker { cfg, codec, reader: TopicReader::new(cfg, codec) }
+    pub fn new(cfg: &'a RuntimeConfig, codec: &'a Codec) -> anyhow::Result<Self> {
+        let reader = CommittedReader::new(cfg, codec).context("creating a reader")?;
+        Ok(Broker { cfg, codec, reader })
     }
 
     /// The codec.

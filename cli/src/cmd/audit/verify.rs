@@ -151,7 +151,7 @@ fn verify_broker(
 ) -> anyhow::Result<Document> {
     let cfg = load_config(config)?;
     let codec = Codec::from_env().context("loading schemas")?;
-    let broker = Broker::new(&cfg, &codec);
+    let broker = Broker::new(&cfg, &codec)?;
     let (from, to) = args.range.bounds()?;
     let mut partitions = Vec::new();
     for p in broker.partitions(&args.range.partition)? {

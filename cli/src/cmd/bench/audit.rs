@@ -12,7 +12,7 @@ use evalstream_audit::verify::ChainVerifier;
 use evalstream_audit_chain::{AuditChain, ChainSettings};
 use evalstream_runtime::codec::Codec;
 use evalstream_runtime::config::RuntimeConfig;
-use evalstream_runtime::reader::TopicReader;
+use evalstream_runtime::reader::CommittedReader;
 
 use super::{median, prepare, Args, Input};
 
@@ -85,7 +85,7 @@ pub(super) fn verify_rates(
 ) -> anyhow::Result<(f64, f64)> {
     let cfg = prepare(base, codec, args, Input::Audit)?;
     super::bench_eos(&cfg, codec, args, "audit.events", "audit-chain", chain_processor(&cfg)?)?;
-    let reader = TopicReader::new(&cfg, codec);
+    let reader = CommittedReader::new(&cfg, codec)?;
     let partitions = args.partitions;
 
     let started = Instant::now();

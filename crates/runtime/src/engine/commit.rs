@@ -1,31 +1,53 @@
-//! Transactions: begin, commit (state → changelog, flush, markers, offsets, commit), abort, and
-//! recovery after a failure.
+//! Transactions: begin, commit, abort, and recovery after a failure.
+//!
+//! ```text
+//!  commit:  1 changed state keys ─► changelog[p]      (evalstream.txn, evalstream.progress)
+//!           2 flush: everything of the transaction delivered (fails fast on a refused record)
+//!           3 send_offsets_to_transaction(positions of every partition written, group metadata)
+//!             └─ a zombie of an older group generation fails here, before any marker exists
+//!           4 one progress marker per partition written: positions of all its input topics
+//!           5 commit_transaction ── retriable failures exhausted ─► outcome unknown
+//!  failure: abort (records in flight drained first) or, when the producer is unusable or the
+//!           outcome unknown, a new producer (init_transactions settles what is pending);
+//!           then every partition is restored from the log, exactly as on assignment
+//! ```
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use apache_avro::types::Value;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::Producer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use tracing::{debug, warn};
+use tracing::{debug, error, info, warn};
 
 use super::failpoint::Point;
 use super::producer::new_producer;
-use super::restore::PROGRESS_MARKER_SCHEMA;
 use super::routing::text;
-use super::{Core, EngineConsumer, OpenTxn, TxnCounts};
+use super::{Core, EngineConsumer, OpenTxn, Poison, Recovery, TxnCounts};
 use crate::error::{classify_kafka, Disposition, RuntimeError};
 use crate::headers;
 use crate::processor::Processor;
-use crate::state::{self, StateView};
+use crate::progress::{ProgressMarker, ProgressRef, PROGRESS_MARKER_SCHEMA};
+use crate::state;
 
 /// Timeout for blocking transaction calls.
 pub(super) const TXN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bounded retries of a retriable transaction call before the transaction is aborted.
-const MAX_TXN_RETRIES: u32 = 8;
+/// Bounded retries of a retriable transaction call.
+const MAX_TXN_RETRIES: u32 = 6;
+/// How long an abort waits for records in flight to be acknowledged first. Aborting while the
+/// transaction's first records are in flight can make the broker refuse the abort with
+/// INVALID_TXN_STATE and librdkafka treat that as fatal (librdkafka issue #4849); a drained
+/// transaction aborts cleanly. If the records cannot be delivered (the broker is away), the
+/// abort goes ahead and a failure rebuilds the producer instead.
+const ABORT_DRAIN: Duration = Duration::from_secs(5);
+/// Producers created without a commit in between before the engine stops: another live
+/// instance with the same `instance_id` fences ours every time we fence it.
+const MAX_REBUILDS_WITHOUT_COMMIT: u32 = 8;
+/// Recovery attempts (about half a second apart) before the engine gives up and stops; the
+/// supervisor then restarts it with a fresh client.
+const MAX_RECOVERY_ATTEMPTS: u32 = 240;
 
 /// Calls a transaction API, retrying only errors librdkafka marks retriable, with backoff.
 pub(super) fn retry_txn_call(
@@ -33,18 +55,19 @@ pub(super) fn retry_txn_call(
     mut f: impl FnMut() -> Result<(), KafkaError>,
 ) -> Result<(), RuntimeError> {
     let mut delay = Duration::from_millis(100);
-    for attempt in 1..=MAX_TXN_RETRIES {
+    let mut attempt = 1;
+    loop {
         match f() {
             Ok(()) => return Ok(()),
             Err(e) if classify_kafka(&e) == Disposition::Backoff && attempt < MAX_TXN_RETRIES => {
                 warn!(what, attempt, error = %e, "retriable transaction error; backing off");
                 std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(5));
+                delay = (delay * 2).min(Duration::from_secs(2));
+                attempt += 1;
             }
             Err(e) => return Err(RuntimeError::kafka(what, e)),
         }
     }
-    unreachable!("the last attempt returns")
 }
 
 impl<P: Processor> Core<P> {
@@ -58,34 +81,55 @@ impl<P: Processor> Core<P> {
                 started: Instant::now(),
                 records: 0,
                 touched: BTreeSet::new(),
+                partitions: BTreeSet::new(),
+                isolated: None,
+                dead_lettered_poison: Vec::new(),
                 counts: TxnCounts::default(),
             });
         }
         Ok(())
     }
 
-    /// Commits the open transaction: state changes and progress markers to the changelog,
-    /// flush, offsets, commit.
+    /// The `evalstream.progress` value of records written for `partition` in the open
+    /// transaction: the marker that will commit them.
+    pub(super) fn progress_ref(&self, partition: i32) -> String {
+        ProgressRef {
+            changelog: self.names.changelog.clone(),
+            partition,
+            commit_seq: self.commit_seq.get(&partition).copied().unwrap_or(0) + 1,
+        }
+        .header_value()
+    }
+
+    /// Commits the open transaction (see the module doc).
     pub(super) fn commit(&mut self, consumer: &EngineConsumer<P>) -> Result<(), RuntimeError> {
         let Some(txn) = self.txn.as_ref() else { return Ok(()) };
         let started = Instant::now();
         let txn_id = txn.id.clone();
         let touched: Vec<(String, i32)> = txn.touched.iter().cloned().collect();
-        let state_partitions: BTreeSet<i32> = touched.iter().map(|(_, p)| *p).collect();
+        let mut partitions = txn.partitions.clone();
+        partitions.extend(touched.iter().map(|(_, p)| *p));
         let changelog = self.names.changelog.clone();
 
-        for p in &state_partitions {
-            let changes = self.states.get_mut(p).map(StateView::take_changes).unwrap_or_default();
+        // 1. State changes of every partition written.
+        for p in &partitions {
+            let changes = self.states.get_mut(p).map(|s| s.take_changes()).unwrap_or_default();
+            if changes.is_empty() {
+                continue;
+            }
+            let progress = self.progress_ref(*p);
             for (key, value) in changes {
                 let k = state::state_changelog_key(&key);
-                let h = OwnedHeaders::new().insert(text(headers::TXN, &txn_id));
-                self.send(&changelog, Some(*p), Some(&k), value.as_deref(), h)?;
+                let h = OwnedHeaders::new()
+                    .insert(text(headers::TXN, &txn_id))
+                    .insert(text(headers::PROGRESS, &progress));
+                self.send(&changelog, Some(*p), Some(&k), value.as_deref(), h, None)?;
             }
         }
         self.fail_at(Point::AfterOutputs);
-        // Everything of this transaction is delivered before any marker exists: a marker
-        // proves its transaction's outputs are in the log (what matters on brokers that
-        // expose aborted records).
+
+        // 2. Everything delivered before offsets and markers: a marker proves that its
+        //    transaction's records are in the log.
         let t_flush = Instant::now();
         if self.fail_at(Point::FlushError) {
             return Err(RuntimeError::kafka(
@@ -97,32 +141,18 @@ impl<P: Processor> Core<P> {
         let flush_ms = t_flush.elapsed().as_millis() as u64;
         self.fail_at(Point::AfterFlush);
 
+        // 3. Offsets: the position of every input topic of every partition written (not only
+        //    the ones that moved), so that even a transaction of punctuation outputs alone goes
+        //    through the group's generation check.
+        let positions = self.marker_positions(&partitions);
         let mut offsets = TopicPartitionList::new();
-        for tp in &touched {
-            let Some(next) = self.positions.get(tp).and_then(|p| p.next) else { continue };
-            let marker = Value::Record(vec![
-                ("topic".into(), Value::String(tp.0.clone())),
-                ("partition".into(), Value::Int(tp.1)),
-                ("next_offset".into(), Value::Long(next)),
-                ("txn".into(), Value::String(txn_id.clone())),
-                ("instance".into(), Value::String(self.cfg.instance_id.clone())),
-            ]);
-            let bytes =
-                self.codec.encode(&changelog, PROGRESS_MARKER_SCHEMA, &marker).map_err(|e| {
-                    RuntimeError::Encode { topic: changelog.clone(), message: e.to_string() }
-                })?;
-            let k = state::marker_changelog_key(&tp.0);
-            let h = OwnedHeaders::new().insert(text(headers::TXN, &txn_id));
-            self.send(&changelog, Some(tp.1), Some(&k), Some(&bytes), h)?;
-            offsets
-                .add_partition_offset(&tp.0, tp.1, Offset::Offset(next))
-                .map_err(|e| RuntimeError::kafka("offsets", e))?;
+        for (p, tps) in &positions {
+            for (topic, next) in tps {
+                offsets
+                    .add_partition_offset(topic, *p, Offset::Offset(*next))
+                    .map_err(|e| RuntimeError::kafka("offsets", e))?;
+            }
         }
-        self.fail_at(Point::AfterMarkers);
-
-        let group = consumer
-            .group_metadata()
-            .ok_or_else(|| RuntimeError::Config("consumer has no group metadata".into()))?;
         let t_offsets = Instant::now();
         if self.fail_at(Point::OffsetsError) {
             return Err(RuntimeError::kafka(
@@ -130,11 +160,40 @@ impl<P: Processor> Core<P> {
                 KafkaError::Global(RDKafkaErrorCode::IllegalGeneration),
             ));
         }
-        retry_txn_call("send_offsets_to_transaction", || {
-            self.producer.send_offsets_to_transaction(&offsets, &group, TXN_TIMEOUT)
-        })?;
+        if offsets.count() > 0 {
+            let group = consumer
+                .group_metadata()
+                .ok_or_else(|| RuntimeError::Config("consumer has no group metadata".into()))?;
+            retry_txn_call("send_offsets_to_transaction", || {
+                self.producer.send_offsets_to_transaction(&offsets, &group, TXN_TIMEOUT)
+            })?;
+        }
         let offsets_ms = t_offsets.elapsed().as_millis() as u64;
         self.fail_at(Point::AfterOffsets);
+
+        // 4. One marker per partition written, covering all its input topics: atomic on any
+        //    broker, and the latest marker alone says where the partition resumes.
+        for p in &partitions {
+            let marker = ProgressMarker {
+                partition: *p,
+                txn: txn_id.clone(),
+                instance: self.cfg.instance_id.clone(),
+                commit_seq: self.commit_seq.get(p).copied().unwrap_or(0) + 1,
+                positions: positions.get(p).cloned().unwrap_or_default(),
+            };
+            let bytes =
+                self.codec.encode(&changelog, PROGRESS_MARKER_SCHEMA, &marker.to_avro()).map_err(
+                    |e| RuntimeError::Encode { topic: changelog.clone(), message: e.to_string() },
+                )?;
+            let h = OwnedHeaders::new()
+                .insert(text(headers::TXN, &txn_id))
+                .insert(text(headers::PROGRESS, &self.progress_ref(*p)));
+            let key = state::marker_changelog_key();
+            self.send(&changelog, Some(*p), Some(&key), Some(&bytes), h, None)?;
+        }
+        self.fail_at(Point::AfterMarkers);
+
+        // 5. Commit. Retriable failures that outlast the retries leave the outcome unknown.
         let t_commit = Instant::now();
         if self.fail_at(Point::CommitError) {
             return Err(RuntimeError::kafka(
@@ -144,7 +203,7 @@ impl<P: Processor> Core<P> {
         }
         let unknown = self.fail_at(Point::CommitUnknown);
         let mut committed_silently = false;
-        retry_txn_call("commit_transaction", || {
+        let result = retry_txn_call("commit_transaction", || {
             if !unknown {
                 return self.producer.commit_transaction(TXN_TIMEOUT);
             }
@@ -154,34 +213,39 @@ impl<P: Processor> Core<P> {
                 self.producer.commit_transaction(TXN_TIMEOUT)?;
             }
             Err(KafkaError::Global(RDKafkaErrorCode::RequestTimedOut))
-        })?;
+        });
+        match result {
+            Ok(()) => {}
+            Err(RuntimeError::Kafka { source, .. })
+                if classify_kafka(&source) == Disposition::Backoff =>
+            {
+                return Err(RuntimeError::CommitOutcomeUnknown { source });
+            }
+            Err(e) => return Err(e),
+        }
         let commit_ms = t_commit.elapsed().as_millis() as u64;
 
         let Some(txn) = self.txn.take() else { return Ok(()) };
+        for p in &partitions {
+            *self.commit_seq.entry(*p).or_default() += 1;
+        }
         for tp in &touched {
             if let Some(pos) = self.positions.get(tp) {
                 self.committed.insert(tp.clone(), *pos);
             }
         }
-        for (topic, n) in &txn.counts.inputs {
-            self.metrics.records_in_n(topic, *n);
+        if let Some(input) = &txn.isolated {
+            // Committed alone without a refusal: it was not the poison.
+            self.suspects.remove(input);
         }
-        for (topic, n) in &txn.counts.outputs {
-            self.metrics.records_out(topic, *n);
+        for input in &txn.dead_lettered_poison {
+            self.poisoned.remove(input);
         }
-        for ((topic, class), n) in &txn.counts.dead_lettered {
-            for _ in 0..*n {
-                self.metrics.dead_lettered(topic, class.as_str());
-            }
-        }
-        for (topic, n) in &txn.counts.retried {
-            for _ in 0..*n {
-                self.metrics.retried(topic);
-            }
-        }
+        self.publish_counts(&txn.counts);
         self.metrics.txn_committed(started.elapsed());
         self.health.set_kafka(true, "transaction committed");
         self.backoff = Duration::ZERO;
+        self.rebuilds_since_commit = 0;
         debug!(
             txn = %txn_id,
             records = txn.records,
@@ -195,6 +259,43 @@ impl<P: Processor> Core<P> {
         Ok(())
     }
 
+    /// Per partition written, the next offset of every assigned input topic whose position is
+    /// known (physical topic names, sorted).
+    fn marker_positions(
+        &self,
+        partitions: &BTreeSet<i32>,
+    ) -> std::collections::BTreeMap<i32, Vec<(String, i64)>> {
+        let mut out: std::collections::BTreeMap<i32, Vec<(String, i64)>> = Default::default();
+        for (topic, p) in &self.assigned {
+            if !partitions.contains(p) {
+                continue;
+            }
+            if let Some(next) = self.positions.get(&(topic.clone(), *p)).and_then(|pos| pos.next) {
+                out.entry(*p).or_default().push((topic.clone(), next));
+            }
+        }
+        out
+    }
+
+    fn publish_counts(&self, counts: &TxnCounts) {
+        for (topic, n) in &counts.inputs {
+            self.metrics.records_in_n(topic, *n);
+        }
+        for (topic, n) in &counts.outputs {
+            self.metrics.records_out(topic, *n);
+        }
+        for ((topic, class), n) in &counts.dead_lettered {
+            for _ in 0..*n {
+                self.metrics.dead_lettered(topic, class.as_str());
+            }
+        }
+        for (topic, n) in &counts.retried {
+            for _ in 0..*n {
+                self.metrics.retried(topic);
+            }
+        }
+    }
+
     /// Passes fail point `point`: crashes there if a rule says so, returns true if this call must
     /// fail (and counts the injected fault).
     fn fail_at(&mut self, point: Point) -> bool {
@@ -205,13 +306,24 @@ impl<P: Processor> Core<P> {
         fail
     }
 
-    /// Waits until every produced record is acknowledged. rust-rdkafka's `flush` on a
-    /// `ThreadedProducer` sleeps in 100 ms steps (its poll competes with the polling thread), which
-    /// would add up to 100 ms to every commit; watching the out-queue length directly does not.
+    /// Waits until every produced record is acknowledged, failing fast when the broker refused
+    /// one for what it is. rust-rdkafka's `flush` on a `ThreadedProducer` sleeps in 100 ms steps
+    /// (its poll competes with the polling thread); watching the queue length directly does not.
     fn flush(&self) -> Result<(), RuntimeError> {
         let deadline = Instant::now() + TXN_TIMEOUT;
         let mut pause = Duration::from_micros(200);
-        while self.producer.in_flight_count() > 0 {
+        loop {
+            if let Some(r) = self.rejections.first() {
+                return Err(RuntimeError::OutputRejected {
+                    topic: r.topic,
+                    input: r.input,
+                    message: r.message,
+                    local: false,
+                });
+            }
+            if self.producer.in_flight_count() == 0 {
+                return Ok(());
+            }
             if Instant::now() > deadline {
                 return Err(RuntimeError::kafka(
                     "flush",
@@ -221,25 +333,31 @@ impl<P: Processor> Core<P> {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(5));
         }
-        Ok(())
     }
 
-    /// Aborts the open transaction (if any) and rolls state back, without seeking.
-    pub(super) fn abort_quietly(&mut self, reason: &str) {
-        if self.txn.take().is_some() {
-            if let Err(e) = self.producer.abort_transaction(TXN_TIMEOUT) {
-                warn!(error = %e, "abort_transaction failed");
+    /// Aborts the open transaction, if any. Returns false when the abort failed (the producer
+    /// must then be rebuilt before the next transaction).
+    pub(super) fn abort_txn(&mut self, reason: &str) -> bool {
+        if self.txn.take().is_none() {
+            return true;
+        }
+        self.metrics.txn_aborted(reason);
+        let deadline = Instant::now() + ABORT_DRAIN;
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        match self.producer.abort_transaction(TXN_TIMEOUT) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, "abort_transaction failed; the producer will be rebuilt");
+                false
             }
-            self.metrics.txn_aborted(reason);
         }
-        for s in self.states.values_mut() {
-            s.abort();
-        }
-        self.positions = self.committed.clone();
     }
 
-    /// Applies the error classification after a failure in `handle` or `commit`. Returns the
-    /// error when the processor must stop.
+    /// Applies the error classification after a failure in `handle`, `punctuate` or `commit`:
+    /// the open transaction is aborted (or the producer rebuilt), and every assigned partition
+    /// is restored from the log. Returns the error when the processor must stop.
     pub(super) fn recover(
         &mut self,
         consumer: &EngineConsumer<P>,
@@ -247,47 +365,187 @@ impl<P: Processor> Core<P> {
     ) -> Option<RuntimeError> {
         let disposition = err.disposition();
         warn!(error = %err, ?disposition, "transaction failed");
-        match disposition {
-            Disposition::Stop | Disposition::DeadLetter | Disposition::Retry => {
-                self.abort_quietly("stop");
-                Some(err)
-            }
-            Disposition::AbortAndRewind | Disposition::Backoff => {
-                self.abort_quietly("error");
-                if disposition == Disposition::Backoff {
-                    // Consecutive failures back off exponentially (capped); a commit resets it.
-                    self.backoff = (self.backoff * 2)
-                        .clamp(Duration::from_millis(100), Duration::from_secs(30));
-                    std::thread::sleep(self.backoff);
-                }
-                self.rewind(consumer).err()
-            }
-            Disposition::RebuildProducer => {
-                self.txn = None;
-                self.metrics.txn_aborted("producer_rebuilt");
-                for s in self.states.values_mut() {
-                    s.abort();
-                }
-                self.positions = self.committed.clone();
-                match new_producer(&self.cfg, &self.transactional_id) {
-                    Ok(p) => {
-                        self.producer = p;
-                        self.nonce = rand::random();
-                        self.rewind(consumer).err()
-                    }
-                    Err(e) => Some(e),
-                }
-            }
+        if matches!(disposition, Disposition::Stop | Disposition::DeadLetter | Disposition::Retry) {
+            self.abort_txn("stop");
+            return Some(err);
         }
+        let isolated = self.txn.as_ref().and_then(|t| t.isolated.clone());
+        let reason = match &err {
+            RuntimeError::CommitOutcomeUnknown { .. } => "commit_unknown",
+            RuntimeError::OutputRejected { .. } => "output_rejected",
+            _ if disposition == Disposition::RebuildProducer => "producer_rebuilt",
+            _ => "error",
+        };
+        if disposition == Disposition::Backoff {
+            // Consecutive failures back off exponentially (capped); a commit resets it.
+            self.backoff =
+                (self.backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
+            std::thread::sleep(self.backoff);
+        }
+        let rebuild = match disposition {
+            Disposition::RebuildProducer => {
+                // The producer is unusable, or the commit may have happened: no abort. The new
+                // producer's init_transactions completes or aborts the pending transaction.
+                if self.txn.take().is_some() {
+                    self.metrics.txn_aborted(reason);
+                }
+                true
+            }
+            _ => !self.abort_txn(reason),
+        };
+        // After the abort drained what was in flight: every refusal of the failed transaction
+        // has been reported.
+        if let Err(stop) = self.note_refusals(&err, isolated) {
+            return Some(stop);
+        }
+        self.recovery = Some(Recovery { rebuild_producer: rebuild, reset: true, attempts: 0 });
+        self.continue_recovery(consumer).err()
     }
 
-    /// Seeks every assigned partition back to its last committed position.
-    fn rewind(&mut self, consumer: &EngineConsumer<P>) -> Result<(), RuntimeError> {
-        for ((topic, partition), pos) in &self.committed {
+    /// Turns refused records into suspects (refused in a transaction with other records: replay
+    /// each alone) or poison (refused alone, or by the local producer: dead-letter on replay).
+    /// A refused record that is not derived from an input cannot be dead-lettered: stop.
+    fn note_refusals(
+        &mut self,
+        err: &RuntimeError,
+        isolated: Option<String>,
+    ) -> Result<(), RuntimeError> {
+        let mut refused: Vec<(String, Option<String>, String, bool)> = self
+            .rejections
+            .take()
+            .into_iter()
+            .map(|r| (r.topic, r.input, r.message, false))
+            .collect();
+        if let RuntimeError::OutputRejected { topic, input, message, local: true } = err {
+            // Refused by the local producer at send: this record alone, certainly.
+            refused.push((topic.clone(), input.clone(), message.clone(), true));
+        }
+        for (topic, input, message, certain) in refused {
+            let input = input.filter(|i| {
+                crate::headers::parse_coordinate(i).is_some_and(|(_, _, offset)| offset >= 0)
+            });
+            let Some(input) = input else {
+                return Err(RuntimeError::Config(format!(
+                    "{topic} refused a record that is not derived from an input (a changelog \
+                     entry, a marker or a punctuation output): {message}; it cannot be \
+                     dead-lettered, so the processor stops. Raise the topic's max.message.bytes \
+                     or make the record smaller."
+                )));
+            };
+            let to_dlq = self.names.logical(&topic).ends_with(".dlq");
+            if certain || isolated.as_deref() == Some(input.as_str()) || to_dlq {
+                let drop_value = to_dlq;
+                if drop_value && self.poisoned.get(&input).is_some_and(|p| p.drop_value) {
+                    return Err(RuntimeError::Config(format!(
+                        "{topic} refused the dead letter of {input} even without its value: \
+                         {message}"
+                    )));
+                }
+                error!(%input, %topic, %message, "output refused; the input will be dead-lettered as output_rejected");
+                self.suspects.remove(&input);
+                self.poisoned.insert(input, Poison { message, drop_value });
+            } else {
+                info!(%input, %topic, %message, "output refused in a transaction with other records; replaying that input alone");
+                self.suspects.insert(input);
+            }
+        }
+        Ok(())
+    }
+
+    /// Does what is left of the recovery. `Ok(true)`: done; `Ok(false)`: a transient failure,
+    /// try again later; `Err`: stop.
+    pub(super) fn continue_recovery(
+        &mut self,
+        consumer: &EngineConsumer<P>,
+    ) -> Result<bool, RuntimeError> {
+        let Some(mut rec) = self.recovery else { return Ok(true) };
+        self.health.set_restoring(true);
+        rec.attempts += 1;
+        self.recovery = Some(rec);
+        if rec.attempts > MAX_RECOVERY_ATTEMPTS {
+            return Err(RuntimeError::Config(format!(
+                "could not recover from a failed transaction after {MAX_RECOVERY_ATTEMPTS} attempts; \
+                 stopping (see the errors above)"
+            )));
+        }
+        if rec.rebuild_producer {
+            self.rebuilds_since_commit += 1;
+            if self.rebuilds_since_commit > MAX_REBUILDS_WITHOUT_COMMIT {
+                return Err(RuntimeError::Config(format!(
+                    "created {MAX_REBUILDS_WITHOUT_COMMIT} producers for transactional id {} \
+                     without committing; is another live instance using instance_id {}?",
+                    self.transactional_id, self.cfg.instance_id
+                )));
+            }
+            match new_producer(&self.cfg, &self.transactional_id, &self.rejections) {
+                Ok(p) => {
+                    self.producer = p;
+                    self.nonce = rand::random();
+                    self.rejections.take();
+                    rec.rebuild_producer = false;
+                    self.recovery = Some(rec);
+                    info!("producer rebuilt");
+                }
+                Err(e) if e.disposition() != Disposition::Stop => {
+                    warn!(error = %e, "creating a new producer failed; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if rec.reset {
+            match self.reset_from_log(consumer) {
+                Ok(()) => {}
+                Err(e @ (RuntimeError::Kafka { .. } | RuntimeError::Processor(_)))
+                    if e.disposition() != Disposition::Stop =>
+                {
+                    warn!(error = %e, "restoring from the log failed; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.recovery = None;
+        self.health.set_restoring(false);
+        Ok(true)
+    }
+
+    /// Drops state, positions and the processor's memory of every assigned partition, restores
+    /// them from the log (the same path as an assignment) and seeks there.
+    fn reset_from_log(&mut self, consumer: &EngineConsumer<P>) -> Result<(), RuntimeError> {
+        let tps: Vec<(String, i32)> = self.assigned.iter().cloned().collect();
+        if tps.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.restore(consumer, &tps)?;
+        // Retry partitions paused until a due time, and partitions the input gate held back,
+        // are read again from their restored position (and paused again if still not due).
+        let mut held: Vec<(String, i32)> = std::mem::take(&mut self.paused).into_keys().collect();
+        if let Some(gate) = self.gate.as_mut() {
+            held.extend(gate.take_waiting());
+        }
+        for (topic, partition) in held {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&topic, partition);
+            if let Err(e) = consumer.resume(&tpl) {
+                warn!(error = %e, %topic, "resume failed");
+            }
+        }
+        for tp in &tps {
+            let pos = self.positions.get(tp).copied().unwrap_or(super::Position { next: None });
             consumer
-                .seek(topic, *partition, pos.as_offset(), Duration::from_secs(10))
+                .seek(&tp.0, tp.1, pos.as_offset(), Duration::from_secs(10))
                 .map_err(|e| RuntimeError::kafka("seek", e))?;
         }
+        self.metrics.restored("abort");
+        info!(
+            partitions = tps.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "state restored from the log after a failed transaction"
+        );
         Ok(())
     }
 }

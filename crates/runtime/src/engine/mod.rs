@@ -1,14 +1,16 @@
 //! The exactly-once engine: runs one [`Processor`] as a member of its consumer group.
 //!
 //! ```text
-//!  poll ─► record ─► decode ─► process ─► outputs ─┐      every commit_interval_ms or
-//!   ▲                 │ bad        │ Invalid/NotReady │      commit_max_records:
+//!  poll ─► record ─► decode ─► process ─► outputs ─┐    every commit_interval_ms or
+//!   ▲                 │ bad        │ Invalid/NotReady │    commit_max_records:
 //!   │                 ▼            ▼                  ▼
 //!   │              <topic>.dlq   <topic>.dlq|.retry  producer (one open transaction)
-//!   │                                                 │
-//!   │   commit: changed state keys ─► changelog[p] ───┤  flush (everything delivered)
-//!   │           progress markers   ─► changelog[p] ───┤  send_offsets_to_transaction
-//!   └──────────────────────────────────────────────── commit_transaction
+//!   │                                                 │  1 changed state keys ─► changelog[p]
+//!   │                                                 │  2 flush (everything delivered)
+//!   │                                                 │  3 send_offsets_to_transaction
+//!   │                                                 │  4 one progress marker per partition
+//!   └──────────────────────────────────────────────── 5 commit_transaction
+//!                 any failure ─► abort (or rebuild the producer) ─► restore from the log
 //! ```
 //!
 //! Why it is built this way (details in `docs/exactly-once.md`):
@@ -17,24 +19,27 @@
 //!   runs inside `poll`. Owning consumer, producer and state on one named OS thread keeps blocking
 //!   calls off the async workers and lets the revoke callback commit the open transaction
 //!   synchronously, before any partition moves (eager assignment).
-//! * **Progress lives in the outputs.** Each commit writes, for every input partition it touched,
-//!   a progress marker (`next_offset`, transaction id) to the processor's changelog partition,
-//!   *after* flushing everything else of the transaction. Restore replays the changelog partition
-//!   up to its last marker and resumes from that marker, not only from group offsets. On a
-//!   correct broker markers and offsets commit atomically and agree; on a broker that exposes
-//!   aborted records (our local Tansu) the log itself is what every reader sees, and resuming from
-//!   what the log proves keeps outputs, state and position consistent.
+//! * **Memory equals what the log proves.** After an abort, or a commit whose outcome is unknown,
+//!   the engine does not undo in memory: it drops every partition's state and the processor's
+//!   memory and restores them from the changelog (and the processor's `on_assign`), the same path
+//!   as a new assignment, then seeks to the restored positions.
+//! * **Progress lives in the outputs.** Each commit writes one progress marker per changelog
+//!   partition it touched: the positions of every input topic of the partition and the
+//!   partition's commit sequence, after the offsets were sent (a zombie of an old group
+//!   generation fails there, before any marker exists). Every record of the transaction names
+//!   its marker in `evalstream.progress`, so a reader on a broker that shows aborted records can
+//!   tell committed from aborted ([`crate::progress`]).
 //! * **Deterministic outputs.** Output values depend only on input and state; the runtime adds
-//!   source and transaction headers, so replays are recognisable and a verifier can reconstruct
-//!   `read_committed` from the markers.
+//!   source and transaction headers, so replays are recognisable.
 //!
 //! One file per concern: [`names`] (topic names), `process` (one record through the
 //! processor), `routing` (DLQ and retry records), `commit` (transactions, recovery), `rebalance`
 //! (assign/revoke), `restore` (changelog restore and start positions), `producer` (the
-//! transactional producer), `topics` (internal topic creation), `failpoint` (test crash points).
+//! transactional producer), `topics` (internal topic creation), `failpoint` (fault injection).
 
 mod commit;
 mod failpoint;
+mod gate;
 mod names;
 mod process;
 mod producer;
@@ -43,7 +48,7 @@ mod restore;
 mod routing;
 mod topics;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -60,14 +65,15 @@ use crate::kafka;
 use crate::metrics::Metrics;
 use crate::ops::Health;
 use crate::processor::Processor;
+use crate::reader::CommittedReader;
 use crate::state::StateView;
 
 pub use failpoint::{FailPoint, FailPoints};
 pub use names::TopicNames;
-pub use restore::{decode_marker, restore_partition, PROGRESS_MARKER_SCHEMA};
+pub use restore::{restore_changelog, start_position, Restored, PROGRESS_MARKER_SCHEMA};
 pub use topics::ensure_internal_topics;
 
-use producer::DeliveryContext;
+use producer::{DeliveryContext, Rejections};
 use rebalance::EngineContext;
 
 /// Everything [`run`] needs besides the processor.
@@ -108,6 +114,13 @@ struct OpenTxn {
     records: usize,
     /// Physical topic-partitions whose position moved in this transaction.
     touched: BTreeSet<(String, i32)>,
+    /// Partitions this transaction wrote anything for: each gets a progress marker.
+    partitions: BTreeSet<i32>,
+    /// The input processed alone because an earlier transaction holding it was refused (see
+    /// `Core::suspects`): this transaction commits right after it.
+    isolated: Option<String>,
+    /// Poisoned inputs dead-lettered by this transaction (forgotten once it commits).
+    dead_lettered_poison: Vec<String>,
     /// Metrics of this transaction, published only when it commits, so that an aborted and
     /// re-read record is counted once: in = out + dead-lettered (+ retried) holds exactly.
     counts: TxnCounts,
@@ -122,6 +135,27 @@ struct TxnCounts {
     retried: BTreeMap<String, u64>,
 }
 
+/// An input whose output the broker refused for what it is: replays dead-letter it.
+#[derive(Debug, Clone)]
+struct Poison {
+    /// Why (the producer's error).
+    message: String,
+    /// The dead letter itself was refused too: write it without the value.
+    drop_value: bool,
+}
+
+/// Recovery still to do after a failure (retried from the loop while the broker is away).
+#[derive(Debug, Clone, Copy, Default)]
+struct Recovery {
+    /// The producer is unusable or the last commit's outcome is unknown: create a new one
+    /// (`init_transactions` settles the pending transaction).
+    rebuild_producer: bool,
+    /// Drop state and processor memory and restore them from the log, then seek.
+    reset: bool,
+    /// Attempts so far.
+    attempts: u32,
+}
+
 /// Mutable engine state, shared between the poll loop and the rebalance callback (which runs
 /// inside `poll` on the same thread; the mutex only satisfies the borrow rules).
 struct Core<P: Processor> {
@@ -132,21 +166,42 @@ struct Core<P: Processor> {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     producer: ThreadedProducer<DeliveryContext>,
+    /// Records the broker refused for what they are (filled by the delivery callback).
+    rejections: Rejections,
     transactional_id: String,
     nonce: u32,
     txn_seq: u64,
     txn: Option<OpenTxn>,
+    /// Reads changelogs and the processors' own outputs to their committed end.
+    reader: CommittedReader,
+    /// Every assigned topic-partition.
+    assigned: BTreeSet<(String, i32)>,
     /// State per partition number (all inputs' partition `p` share state partition `p`).
     states: HashMap<i32, StateView>,
     positions: HashMap<(String, i32), Position>,
     committed: HashMap<(String, i32), Position>,
+    /// Last committed commit sequence per partition (see [`crate::progress`]).
+    commit_seq: HashMap<i32, u64>,
     /// Retry partitions paused until a due time.
     paused: HashMap<(String, i32), Instant>,
+    /// Inputs (`evalstream.source`) whose outputs were refused in a transaction with other
+    /// records: replayed alone, to tell which record the broker refuses.
+    suspects: HashSet<String>,
+    /// Inputs whose outputs the broker refuses for what they are: dead-lettered on replay.
+    poisoned: HashMap<String, Poison>,
+    /// Recovery not finished yet; no record is processed until it is.
+    recovery: Option<Recovery>,
+    /// Markers view only: holds back inputs until the marker that commits them is seen.
+    gate: Option<gate::InputGate>,
+    /// Producers created since the last commit: a bound on fencing ping-pong.
+    rebuilds_since_commit: u32,
     fatal: Option<RuntimeError>,
     fail_points: FailPoints,
     /// Current backoff after dependency failures; reset by a successful commit.
     backoff: Duration,
     last_punctuate: Instant,
+    /// Read-only mode: when the lag of the held partitions was last measured.
+    last_lag_report: Instant,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -170,7 +225,13 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
     }
 
     let transactional_id = format!("{}-{}", names.group, cfg.instance_id);
-    let producer = producer::new_producer(&cfg, &transactional_id)?;
+    let rejections = Rejections::default();
+    let producer = producer::new_producer(&cfg, &transactional_id, &rejections)?;
+    let reader = CommittedReader::new(&cfg, &opts.codec)?;
+    let gate = match cfg.committed_view {
+        crate::config::CommittedView::Markers => Some(gate::InputGate::new(&cfg, &opts.codec)?),
+        crate::config::CommittedView::Broker => None,
+    };
     let core = Arc::new(Mutex::new(Core {
         processor,
         cfg: cfg.clone(),
@@ -179,18 +240,28 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
         metrics: opts.metrics,
         health: opts.health.clone(),
         producer,
+        rejections,
         transactional_id,
         nonce: rand::random(),
         txn_seq: 0,
         txn: None,
+        reader,
+        assigned: BTreeSet::new(),
         states: HashMap::new(),
         positions: HashMap::new(),
         committed: HashMap::new(),
+        commit_seq: HashMap::new(),
         paused: HashMap::new(),
+        suspects: HashSet::new(),
+        poisoned: HashMap::new(),
+        recovery: None,
+        gate,
+        rebuilds_since_commit: 0,
         fatal: None,
         fail_points: opts.fail_points,
         backoff: Duration::ZERO,
         last_punctuate: Instant::now(),
+        last_lag_report: Instant::now(),
     }));
 
     let mut ccfg = kafka::eos_consumer(&cfg, &names.group);
@@ -208,10 +279,10 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
         if opts.shutdown.load(Ordering::SeqCst) {
             info!("shutdown requested: committing and leaving the group");
             let mut c = lock(&core);
-            if c.txn.is_some() {
+            if c.txn.is_some() && c.recovery.is_none() {
                 if let Err(e) = c.commit(&consumer) {
                     warn!(error = %e, "final commit failed; aborting");
-                    c.abort_quietly("shutdown");
+                    c.abort_txn("shutdown");
                 }
             }
             break Ok(());
@@ -221,7 +292,21 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
             if let Some(e) = c.fatal.take() {
                 break Err(e);
             }
+            if c.recovery.is_some() {
+                match c.continue_recovery(&consumer) {
+                    Ok(true) => {}
+                    // Still failing (the broker is away): serve callbacks, drop what is polled
+                    // (the reset seeks everything back), try again after a pause.
+                    Ok(false) => {
+                        drop(c);
+                        let _ = consumer.poll(Duration::from_millis(200));
+                        continue;
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
             c.resume_due(&consumer);
+            c.report_held_lag();
             match &c.txn {
                 Some(t) => interval.saturating_sub(t.started.elapsed()),
                 None => interval,
@@ -231,6 +316,9 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
         let mut c = lock(&core);
         if let Some(e) = c.fatal.take() {
             break Err(e);
+        }
+        if c.recovery.is_some() {
+            continue;
         }
         match polled {
             Some(Ok(msg)) => {
@@ -256,7 +344,9 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
             continue;
         }
         let due = c.txn.as_ref().is_some_and(|t| {
-            t.started.elapsed() >= interval || t.records >= c.cfg.commit_max_records
+            t.isolated.is_some()
+                || t.started.elapsed() >= interval
+                || t.records >= c.cfg.commit_max_records
         });
         if due {
             if let Err(e) = c.commit(&consumer) {
@@ -286,11 +376,35 @@ pub fn spawn<P: Processor>(
 }
 
 impl<P: Processor> Core<P> {
-    /// Resumes retry partitions whose due time has come.
+    /// Read-only mode: the held partitions are never fetched, so librdkafka's statistics know
+    /// no lag for them; measure it (high watermark − committed position) every 5 s, so that
+    /// `evalstream_consumer_lag` shows the safe mode's backlog growing.
+    fn report_held_lag(&mut self) {
+        if self.cfg.mode != crate::config::Mode::ReadOnly
+            || self.last_lag_report.elapsed() < Duration::from_secs(5)
+        {
+            return;
+        }
+        self.last_lag_report = Instant::now();
+        for (topic, partition) in &self.assigned {
+            let Ok((low, high)) = self.reader.watermarks_physical(topic, *partition) else {
+                continue;
+            };
+            let next = self.committed.get(&(topic.clone(), *partition)).and_then(|p| p.next);
+            let lag = (high - next.unwrap_or(low)).max(0);
+            self.metrics.set_lag(self.names.logical(topic), *partition, lag);
+        }
+    }
+
+    /// Resumes retry partitions whose due time has come, and partitions the input gate held
+    /// back whose marker has been seen.
     fn resume_due(&mut self, consumer: &EngineConsumer<P>) {
         let now = Instant::now();
-        let due: Vec<(String, i32)> =
+        let mut due: Vec<(String, i32)> =
             self.paused.iter().filter(|(_, t)| **t <= now).map(|(k, _)| k.clone()).collect();
+        if let Some(gate) = self.gate.as_mut() {
+            due.extend(gate.ready());
+        }
         for tp in due {
             self.paused.remove(&tp);
             let mut tpl = TopicPartitionList::new();

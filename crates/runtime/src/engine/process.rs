@@ -7,6 +7,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::{debug, error, warn};
 
+use super::gate::Verdict;
 use super::routing::{now_ms, output_headers, retry_info};
 use super::{Core, EngineConsumer, Position};
 use crate::error::{Disposition, ErrorClass, RuntimeError};
@@ -42,6 +43,29 @@ impl<P: Processor> Core<P> {
             _ => {}
         }
 
+        // Markers view: an input written in another transaction is processed only once its
+        // marker says it committed.
+        if let Some(gate) = self.gate.as_mut() {
+            match gate.verdict(msg)? {
+                Verdict::Pass => {}
+                Verdict::Aborted => {
+                    // A leaked record of an aborted transaction: not an input at all.
+                    self.positions.insert(tp, Position { next: Some(offset + 1) });
+                    return Ok(());
+                }
+                Verdict::Wait(r) => {
+                    consumer
+                        .seek(&physical, partition, Offset::Offset(offset), Duration::from_secs(5))
+                        .map_err(|e| RuntimeError::kafka("seek (input gate)", e))?;
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(&physical, partition);
+                    consumer.pause(&tpl).map_err(|e| RuntimeError::kafka("pause", e))?;
+                    gate.wait(tp, r);
+                    return Ok(());
+                }
+            }
+        }
+
         // Retry-topic records carry their original coordinates and a due time.
         let logical_consumed = self.names.logical(&physical).to_string();
         let retry = retry_info(msg, &self.names, &logical_consumed);
@@ -61,6 +85,21 @@ impl<P: Processor> Core<P> {
             }
         }
 
+        let source = match &retry {
+            Some(r) => headers::coordinate(&r.topic, r.partition, r.offset),
+            None => headers::coordinate(&physical, partition, offset),
+        };
+        // An input whose outputs were refused together with other records is processed in a
+        // transaction of its own, so that a second refusal names it alone.
+        if self.suspects.contains(&source) {
+            if self.txn.as_ref().is_some_and(|t| t.records > 0) {
+                self.commit(consumer)?;
+            }
+            self.begin_if_needed()?;
+            if let Some(t) = self.txn.as_mut() {
+                t.isolated = Some(source.clone());
+            }
+        }
         self.begin_if_needed()?;
         // Headers name physical topics (what exists in Kafka); processors see logical names.
         let original_topic = retry
@@ -70,14 +109,23 @@ impl<P: Processor> Core<P> {
         let attempt = retry.as_ref().map(|r| r.attempt).unwrap_or(1);
         if let Some(t) = self.txn.as_mut() {
             *t.counts.inputs.entry(original_topic.clone()).or_default() += 1;
+            t.partitions.insert(partition);
         }
 
-        let source = match &retry {
-            Some(r) => headers::coordinate(&r.topic, r.partition, r.offset),
-            None => headers::coordinate(&physical, partition, offset),
+        let failure = match self.poisoned.get(&source) {
+            // Its outputs are refused by the broker for what they are: replaying cannot help.
+            Some(poison) => {
+                if let Some(t) = self.txn.as_mut() {
+                    t.dead_lettered_poison.push(source.clone());
+                }
+                Some((
+                    ErrorClass::OutputRejected,
+                    format!("an output was refused: {}", poison.message),
+                    Disposition::DeadLetter,
+                ))
+            }
+            None => self.process_one(msg, &original_topic, partition, offset, attempt, &source)?,
         };
-        let failure =
-            self.process_one(msg, &original_topic, partition, offset, attempt, &source)?;
         if let Some((class, message, disposition)) = failure {
             let (src_partition, src_offset) =
                 retry.as_ref().map(|r| (r.partition, r.offset)).unwrap_or((partition, offset));
@@ -190,7 +238,7 @@ impl<P: Processor> Core<P> {
                         )));
                     }
                 };
-                self.send_outputs(&outputs, encoded, source)?;
+                self.send_outputs(&outputs, encoded, source, partition)?;
                 Ok(None)
             }
             Err(e) => {
@@ -241,12 +289,10 @@ impl<P: Processor> Core<P> {
             let encoded = self.encode_outputs(&outputs).map_err(|(out, e)| {
                 RuntimeError::Encode { topic: out.topic.clone(), message: e.to_string() }
             })?;
-            self.send_outputs(&outputs, encoded, &source)?;
-            let tp = (first_input, p);
-            if self.positions.get(&tp).is_some_and(|pos| pos.next.is_some()) {
-                if let Some(t) = self.txn.as_mut() {
-                    t.touched.insert(tp);
-                }
+            self.send_outputs(&outputs, encoded, &source, p)?;
+            // The commit writes partition p's marker (and sends its positions as offsets).
+            if let Some(t) = self.txn.as_mut() {
+                t.partitions.insert(p);
             }
         }
         Ok(())
@@ -270,18 +316,21 @@ impl<P: Processor> Core<P> {
             .collect()
     }
 
-    /// Produces encoded outputs in the open transaction with the source, transaction and index
-    /// headers, and counts them for the commit's metrics.
+    /// Produces encoded outputs in the open transaction with the source, transaction, progress
+    /// and index headers, and counts them for the commit's metrics.
     fn send_outputs(
         &mut self,
         outputs: &[Output],
         encoded: Vec<Encoded>,
         source: &str,
+        partition: i32,
     ) -> Result<(), RuntimeError> {
         let txn_id = self.txn.as_ref().map(|t| t.id.clone()).unwrap_or_default();
+        let progress = self.progress_ref(partition);
         for (index, (out, (physical, bytes))) in outputs.iter().zip(encoded).enumerate() {
-            let hdrs = output_headers(out, source, &txn_id, index);
-            self.send(&physical, out.partition, out.key.as_deref(), Some(&bytes), hdrs)?;
+            let hdrs = output_headers(out, source, &txn_id, &progress, index);
+            let key = out.key.as_deref();
+            self.send(&physical, out.partition, key, Some(&bytes), hdrs, Some(source))?;
             if let Some(t) = self.txn.as_mut() {
                 *t.counts.outputs.entry(out.topic.clone()).or_default() += 1;
             }

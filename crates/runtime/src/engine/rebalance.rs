@@ -13,8 +13,8 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 use tracing::{debug, error, info, warn};
 
-use super::restore::restore_partition;
-use super::{lock, Core, EngineConsumer, Position};
+use super::restore::{restore_changelog, start_position, Restored};
+use super::{lock, Core, EngineConsumer, Position, Recovery};
 use crate::error::RuntimeError;
 use crate::processor::Processor;
 
@@ -59,16 +59,23 @@ impl<P: Processor> ConsumerContext for EngineContext<P> {
                 if core.txn.is_some() {
                     // Finish the open transaction before the partitions move: the next owner
                     // then resumes exactly after what we committed. A lost assignment means we
-                    // were fenced already; aborting is the only safe option.
-                    let result = if lost { Err(None) } else { core.commit(consumer).map_err(Some) };
-                    if let Err(e) = result {
-                        if let Some(e) = e {
-                            warn!(error = %e, "commit before revoke failed; aborting");
-                        }
-                        core.abort_quietly("revoke");
+                    // were fenced already; aborting is the only safe option. A failed commit
+                    // leaves nothing to restore here (the partitions go), but the producer must
+                    // be usable for the next transaction.
+                    let committed = !lost && core.commit_before_revoke(consumer);
+                    if !committed && !core.abort_txn("revoke") {
+                        core.recovery = Some(Recovery {
+                            rebuild_producer: true,
+                            ..core.recovery.unwrap_or_default()
+                        });
                     }
                 }
                 core.drop_partitions();
+                core.assigned.clear();
+                core.paused.clear();
+                if let Some(gate) = core.gate.as_mut() {
+                    gate.take_waiting();
+                }
                 if let Err(e) = consumer.unassign() {
                     warn!(error = %e, "unassign failed");
                 }
@@ -79,8 +86,16 @@ impl<P: Processor> ConsumerContext for EngineContext<P> {
                 core.metrics.rebalance("assign");
                 core.health.set_restoring(true);
                 let started = Instant::now();
-                match core.restore_assignment(consumer, tpl) {
+                let tps: Vec<(String, i32)> =
+                    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                core.assigned = tps.iter().cloned().collect();
+                core.paused.clear();
+                match core.restore_assignment(consumer, tpl, &tps) {
                     Ok(()) => {
+                        // A fresh restore: nothing left to reset (a producer rebuild may be).
+                        if let Some(rec) = core.recovery.as_mut() {
+                            rec.reset = false;
+                        }
                         if let Err(e) = consumer.assign(tpl) {
                             core.fatal = Some(RuntimeError::kafka("assign", e));
                         } else if core.cfg.mode == crate::config::Mode::ReadOnly {
@@ -89,6 +104,7 @@ impl<P: Processor> ConsumerContext for EngineContext<P> {
                                 core.fatal = Some(RuntimeError::kafka("pause (read-only)", e));
                             }
                         }
+                        core.metrics.restored("assign");
                         info!(
                             partitions = tpl.count(),
                             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -101,12 +117,21 @@ impl<P: Processor> ConsumerContext for EngineContext<P> {
                         core.fatal = Some(e);
                     }
                 }
-                core.health.set_restoring(false);
+                if core.recovery.is_none() {
+                    core.health.set_restoring(false);
+                }
             }
             other => {
                 warn!(?other, "rebalance error; unassigning");
-                core.abort_quietly("rebalance_error");
+                if !core.abort_txn("rebalance_error") {
+                    core.recovery = Some(Recovery {
+                        rebuild_producer: true,
+                        ..core.recovery.unwrap_or_default()
+                    });
+                }
                 core.drop_partitions();
+                core.assigned.clear();
+                core.paused.clear();
                 let _ = consumer.unassign();
             }
         }
@@ -114,7 +139,28 @@ impl<P: Processor> ConsumerContext for EngineContext<P> {
 }
 
 impl<P: Processor> Core<P> {
-    /// Forgets every partition: state, positions, paused retries, and the processor's memory.
+    /// Commits the open transaction before a revoke; false (and logged) when it failed.
+    fn commit_before_revoke(&mut self, consumer: &EngineConsumer<P>) -> bool {
+        match self.commit(consumer) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, "commit before revoke failed; aborting");
+                if matches!(e, RuntimeError::CommitOutcomeUnknown { .. }) {
+                    // The outcome is unknown: a new producer settles it before anyone else
+                    // can read past it.
+                    self.txn = None;
+                    self.recovery = Some(Recovery {
+                        rebuild_producer: true,
+                        ..self.recovery.unwrap_or_default()
+                    });
+                    return true;
+                }
+                false
+            }
+        }
+    }
+
+    /// Forgets every partition's state, positions and the processor's memory of it.
     fn drop_partitions(&mut self) {
         for p in self.states.keys() {
             self.processor.on_revoke(*p);
@@ -122,67 +168,87 @@ impl<P: Processor> Core<P> {
         self.states.clear();
         self.positions.clear();
         self.committed.clear();
-        self.paused.clear();
+        self.commit_seq.clear();
     }
 
-    /// Restores state for every partition in `tpl` from the changelog and sets each
-    /// topic-partition's start offset to what the changelog's last progress marker proves
-    /// (falling back to the group's committed offset, then to the log start).
+    /// Restores the partitions of a new assignment and sets their start offsets in `tpl`.
     fn restore_assignment(
         &mut self,
         consumer: &EngineConsumer<P>,
         tpl: &mut TopicPartitionList,
+        tps: &[(String, i32)],
+    ) -> Result<(), RuntimeError> {
+        self.restore(consumer, tps)?;
+        for (topic, partition) in tps {
+            let pos = self.positions.get(&(topic.clone(), *partition)).copied();
+            let offset = pos.map_or(Offset::Beginning, Position::as_offset);
+            tpl.set_partition_offset(topic, *partition, offset)
+                .map_err(|e| RuntimeError::kafka("set start offset", e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes state, positions and the processor's memory of `tps` equal what the log proves:
+    /// drops them, restores state from the changelog (all partitions in one read, to the true
+    /// end), lets the processor rebuild its memory (`on_assign`), and sets each position to
+    /// [`start_position`] of its marker, the group's committed offset and the processor's hint.
+    /// Used on assignment and after every failed transaction.
+    pub(super) fn restore(
+        &mut self,
+        consumer: &EngineConsumer<P>,
+        tps: &[(String, i32)],
     ) -> Result<(), RuntimeError> {
         self.drop_partitions();
-        let committed = consumer
-            .committed_offsets(tpl.clone(), Duration::from_secs(10))
-            .map_err(|e| RuntimeError::kafka("committed offsets", e))?;
-        let partitions: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        let mut markers: HashMap<(String, i32), i64> = HashMap::new();
+        let deadline = Instant::now() + self.reader.wait_limit();
+        let mut tpl = TopicPartitionList::new();
+        for (topic, p) in tps {
+            tpl.add_partition(topic, *p);
+        }
+        // The group's offsets. librdkafka asks for stable offsets (require_stable) as a
+        // read_committed consumer: a pending transaction's offsets block the answer until it
+        // ends, like the changelog read below.
+        let group = self.reader.retry_transient(deadline, "committed offsets", || {
+            consumer
+                .committed_offsets(tpl.clone(), Duration::from_secs(10))
+                .map_err(|e| RuntimeError::kafka("committed offsets", e))
+        })?;
+        let partitions: Vec<i32> =
+            tps.iter().map(|(_, p)| *p).collect::<BTreeSet<i32>>().into_iter().collect();
+        let mut restored = restore_changelog(&self.reader, &self.names.changelog, &partitions)?;
         let mut hints: HashMap<(String, i32), i64> = HashMap::new();
-        for p in partitions {
-            let (mut state, m) =
-                restore_partition(&self.cfg, &self.codec, &self.names.changelog, p)?;
-            for (topic, next) in m {
-                markers.insert((topic, p), next);
-            }
-            let reader = crate::reader::TopicReader::new(&self.cfg, &self.codec);
-            let hint = self.processor.on_assign(p, &mut state, &reader).map_err(|e| {
+        let mut markers: HashMap<(String, i32), i64> = HashMap::new();
+        for p in &partitions {
+            let Restored { mut state, positions, commit_seq } =
+                restored.remove(p).unwrap_or_default();
+            let hint = self.processor.on_assign(*p, &mut state, &self.reader).map_err(|e| {
                 RuntimeError::Restore {
                     topic: self.names.changelog.clone(),
-                    partition: p,
+                    partition: *p,
                     message: format!("processor restore: {e}"),
                 }
             })?;
             for (logical, next) in hint {
-                hints.insert((self.names.physical(&logical), p), next);
+                hints.insert((self.names.physical(&logical), *p), next);
             }
-            self.states.insert(p, state);
+            for (topic, next) in positions {
+                markers.insert((topic, *p), next);
+            }
+            self.states.insert(*p, state);
+            self.commit_seq.insert(*p, commit_seq);
         }
-        let elems: Vec<(String, i32)> =
-            tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
-        for (topic, partition) in elems {
-            let from_marker = markers.get(&(topic.clone(), partition)).copied();
+        for (topic, partition) in tps {
+            let from_marker = markers.get(&(topic.clone(), *partition)).copied();
             let from_group =
-                committed.find_partition(&topic, partition).and_then(|e| match e.offset() {
+                group.find_partition(topic, *partition).and_then(|e| match e.offset() {
                     Offset::Offset(o) => Some(o),
                     _ => None,
                 });
-            // Markers win: on a correct broker they equal the group offsets; on a broker that
-            // exposes aborted transactions they are what the visible log proves.
-            // A processor whose outputs prove more progress (its on_assign hint) moves the start
-            // forward, never back.
-            let from_outputs = hints.get(&(topic.clone(), partition)).copied();
-            let next = match (from_marker.or(from_group), from_outputs) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
+            let from_outputs = hints.get(&(topic.clone(), *partition)).copied();
+            let next = start_position(from_marker, from_group, from_outputs);
+            debug!(%topic, partition, ?from_marker, ?from_group, ?from_outputs, ?next, "start position");
             let pos = Position { next };
-            tpl.set_partition_offset(&topic, partition, pos.as_offset())
-                .map_err(|e| RuntimeError::kafka("set start offset", e))?;
-            debug!(%topic, partition, ?from_marker, ?from_group, ?from_outputs, "start position");
-            self.positions.insert((topic.clone(), partition), pos);
-            self.committed.insert((topic, partition), pos);
+            self.positions.insert((topic.clone(), *partition), pos);
+            self.committed.insert((topic.clone(), *partition), pos);
         }
         Ok(())
     }

@@ -40,10 +40,24 @@ impl<P: Processor> Core<P> {
         for (k, v) in dead.to_headers() {
             h = h.insert(text(k, &v));
         }
-        h = h.insert(text(headers::SOURCE, source)).insert(text(headers::TXN, &txn_id));
+        let progress = self.progress_ref(msg.partition());
+        h = h
+            .insert(text(headers::SOURCE, source))
+            .insert(text(headers::TXN, &txn_id))
+            .insert(text(headers::PROGRESS, &progress));
         let dlq = self.names.dlq(topic);
+        // A dead letter the DLQ topic itself refused (too large) is written without its value;
+        // the headers still say where the record is.
+        let drop_value = self.poisoned.get(source).is_some_and(|p| p.drop_value);
+        let value = if drop_value { None } else { msg.payload() };
+        if drop_value {
+            h = h.insert(text(
+                headers::ERR_VALUE_DROPPED,
+                "the DLQ topic refused the record with its value",
+            ));
+        }
         // Same partition number as the input keeps per-partition order within the DLQ.
-        self.send(&dlq, Some(msg.partition()), msg.key(), msg.payload(), h)?;
+        self.send(&dlq, Some(msg.partition()), msg.key(), value, h, Some(source))?;
         warn!(topic, partition, offset, class = class.as_str(), message, "record dead-lettered");
         if let Some(t) = self.txn.as_mut() {
             *t.counts.dead_lettered.entry((topic.to_string(), class)).or_default() += 1;
@@ -75,11 +89,15 @@ impl<P: Processor> Core<P> {
         for (k, v) in retry_headers.to_headers() {
             h = h.insert(text(k, &v));
         }
-        h = h.insert(text(headers::SOURCE, source)).insert(text(headers::TXN, &txn_id));
+        let progress = self.progress_ref(msg.partition());
+        h = h
+            .insert(text(headers::SOURCE, source))
+            .insert(text(headers::TXN, &txn_id))
+            .insert(text(headers::PROGRESS, &progress));
         let retry = self.names.retry(topic).ok_or_else(|| {
             RuntimeError::Config(format!("{topic} has no retry topic in the topology"))
         })?;
-        self.send(&retry, Some(msg.partition()), msg.key(), msg.payload(), h)?;
+        self.send(&retry, Some(msg.partition()), msg.key(), msg.payload(), h, Some(source))?;
         if let Some(t) = self.txn.as_mut() {
             *t.counts.retried.entry(topic.to_string()).or_default() += 1;
         }
@@ -111,8 +129,8 @@ pub(super) fn text<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a [u8]> {
     Header { key, value: Some(value.as_bytes()) }
 }
 
-/// The input's headers minus the runtime's own (error/retry/source/txn headers are rewritten,
-/// never accumulated).
+/// The input's headers minus the runtime's own (error/retry/source/txn/progress headers are
+/// rewritten, never accumulated).
 fn original_headers(msg: &BorrowedMessage<'_>) -> OwnedHeaders {
     let mut out = OwnedHeaders::new();
     if let Some(h) = msg.headers() {
@@ -120,6 +138,7 @@ fn original_headers(msg: &BorrowedMessage<'_>) -> OwnedHeaders {
             if x.key.starts_with("__evalstream.")
                 || x.key == headers::SOURCE
                 || x.key == headers::TXN
+                || x.key == headers::PROGRESS
             {
                 continue;
             }
@@ -129,11 +148,19 @@ fn original_headers(msg: &BorrowedMessage<'_>) -> OwnedHeaders {
     out
 }
 
-/// The headers of an output record: source, transaction, index, then the processor's own.
-pub(super) fn output_headers(out: &Output, source: &str, txn: &str, index: usize) -> OwnedHeaders {
+/// The headers of an output record: source, transaction, progress, index, then the processor's
+/// own.
+pub(super) fn output_headers(
+    out: &Output,
+    source: &str,
+    txn: &str,
+    progress: &str,
+    index: usize,
+) -> OwnedHeaders {
     let mut h = OwnedHeaders::new()
         .insert(text(headers::SOURCE, source))
         .insert(text(headers::TXN, txn))
+        .insert(text(headers::PROGRESS, progress))
         .insert(text(headers::OUTPUT_INDEX, &index.to_string()));
     for (k, v) in &out.headers {
         h = h.insert(Header { key: k, value: Some(v.as_slice()) });
