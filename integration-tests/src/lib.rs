@@ -32,12 +32,25 @@ pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 /// How long helpers wait for the broker before failing the test.
 pub const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The broker under test: `KAFKA_BOOTSTRAP_SERVERS`, else the local development broker.
+/// The broker under test: the one set with [`use_bootstrap`], else `KAFKA_BOOTSTRAP_SERVERS`,
+/// else the local development broker.
 pub fn bootstrap_servers() -> String {
+    if let Some(b) = BOOTSTRAP_OVERRIDE.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        return b;
+    }
     std::env::var("KAFKA_BOOTSTRAP_SERVERS")
         .ok()
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_BOOTSTRAP.to_string())
+}
+
+static BOOTSTRAP_OVERRIDE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Points every helper (and every `evalstream` subprocess started afterwards) of this test
+/// process at `bootstrap`: for a test that runs a broker of its own. Process-wide, so such a
+/// test lives in a test file of its own.
+pub fn use_bootstrap(bootstrap: &str) {
+    *BOOTSTRAP_OVERRIDE.lock().unwrap_or_else(|p| p.into_inner()) = Some(bootstrap.to_string());
 }
 
 /// A name that no other test (or earlier run against the same broker) uses:

@@ -318,3 +318,187 @@ fn chain_is_exact_when_transaction_calls_fail() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A zombie: an audit-chain instance frozen (SIGSTOP) while its transaction is open, until the
+/// group has moved its partitions to the other instance, then thawed (SIGCONT). It must be
+/// fenced (its next `send_offsets_to_transaction` fails on the old group generation), the
+/// transaction it had open must never become visible, and the chain must not fork.
+#[test]
+fn a_zombie_is_fenced_and_the_chain_does_not_fork() {
+    let started = Instant::now();
+    let prefix = format!("{}.", it::unique_name("zombie"));
+    topics(&prefix);
+    let codec = Codec::from_env().expect("codec");
+    let dir = audit::temp_dir("zombie");
+    let (key, signers) = audit::local_signer(&dir, "audit-test-a");
+    let n = 24_000;
+    let producer = {
+        let (codec, topic) = (codec.clone(), format!("{prefix}audit.events"));
+        // About 30 s of input.
+        std::thread::spawn(move || produce_events(&codec, &topic, n, Duration::from_millis(2500)))
+    };
+    let group = format!("{prefix}evalstream.audit-chain");
+    let events_topic = format!("{prefix}audit.events");
+    let mut z = chain_instance(&prefix, &key, "z").with_ops();
+    let mut y = chain_instance(&prefix, &key, "y").with_ops();
+    z.start();
+    y.start();
+    it::wait_until("both instances to own partitions", Duration::from_secs(90), || {
+        std::thread::sleep(Duration::from_millis(250));
+        z.ready_partitions().is_some_and(|p| p > 0) && y.ready_partitions().is_some_and(|p| p > 0)
+    });
+    let before = common::eos::committed_sum(&group, &events_topic);
+    it::wait_until("work to be committed", Duration::from_secs(60), || {
+        std::thread::sleep(Duration::from_millis(200));
+        common::eos::committed_sum(&group, &events_topic) > before
+    });
+
+    // Freeze z while it has a transaction open: records of z that a read_uncommitted reader
+    // sees and a read_committed reader does not.
+    let chain_topic = format!("{prefix}audit.chain");
+    let mut zombie_txns = HashSet::new();
+    for attempt in 1..=20 {
+        z.signal("STOP");
+        zombie_txns = open_txns(&chain_topic, "z-");
+        if !zombie_txns.is_empty() {
+            eprintln!("[{:?}] z frozen (SIGSTOP) inside {zombie_txns:?}", started.elapsed());
+            break;
+        }
+        z.signal("CONT");
+        assert!(attempt < 20, "z never had a transaction open when frozen");
+        std::thread::sleep(Duration::from_millis(137));
+    }
+    it::wait_until("y to own every partition", Duration::from_secs(90), || {
+        std::thread::sleep(Duration::from_millis(250));
+        y.ready_partitions() == Some(PARTITIONS as u64)
+    });
+    let before = common::eos::committed_sum(&group, &events_topic);
+    it::wait_until("y to commit work on z's partitions", Duration::from_secs(60), || {
+        std::thread::sleep(Duration::from_millis(200));
+        common::eos::committed_sum(&group, &events_topic) > before
+    });
+    z.signal("CONT");
+    eprintln!("[{:?}] z thawed (SIGCONT)", started.elapsed());
+    it::wait_until("z to rejoin and own partitions again", Duration::from_secs(90), || {
+        std::thread::sleep(Duration::from_millis(250));
+        z.ready_partitions().is_some_and(|p| p > 0)
+    });
+    let z_metrics = z.metrics();
+    let fenced = it::metric_sum(&z_metrics, "evalstream_transactions_aborted_total", &[])
+        + it::metric_sum(&z_metrics, "evalstream_rebalances_total", &["kind=\"lost\""]);
+
+    let (order, dups) = producer.join().expect("producer");
+    wait_group(&group, &events_topic, Duration::from_secs(300));
+    audit::wait_tail_signed(&codec, &prefix, PARTITIONS);
+    assert!(z.running() && y.running(), "both instances must keep running");
+    z.stop();
+    y.stop();
+
+    // The transaction z had open when it was frozen never becomes visible.
+    let committed: HashSet<String> = it::read_topic_stable(&chain_topic)
+        .iter()
+        .filter_map(|r| r.header_str(evalstream_runtime::headers::TXN).map(str::to_string))
+        .collect();
+    eprintln!("zombie transactions: {zombie_txns:?}; fenced signals on z: {fenced}");
+    for txn in &zombie_txns {
+        assert!(
+            !committed.contains(txn),
+            "z's transaction {txn}, open when frozen, became visible"
+        );
+    }
+    assert!(fenced > 0.0, "z never noticed that it was fenced");
+
+    let total = check_chain_exact(&codec, &prefix, &order);
+    assert_eq!(total as u64, n);
+    audit_verify_ok(&prefix, &signers);
+    eprintln!(
+        "[audit chain zombie] events={n} duplicates={dups} freezes=1 zombie_txn_visible=false \
+         entries={total} lost=0 duplicated=0 elapsed={:?}",
+        started.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Two audit-chain instances while one of them is SIGKILLed again and again; every other time
+/// it comes back under a *new* instance id (a takeover: nothing fences the dead instance's open
+/// transaction, the survivor takes its partitions and must read past it).
+#[test]
+fn two_chain_instances_with_kills_and_takeovers() {
+    let started = Instant::now();
+    let prefix = format!("{}.", it::unique_name("achain2"));
+    topics(&prefix);
+    let codec = Codec::from_env().expect("codec");
+    let dir = audit::temp_dir("achain2");
+    let (key, signers) = audit::local_signer(&dir, "audit-test-a");
+    let n = 24_000;
+    let producer = {
+        let (codec, topic) = (codec.clone(), format!("{prefix}audit.events"));
+        std::thread::spawn(move || produce_events(&codec, &topic, n, Duration::from_millis(2500)))
+    };
+    let group = format!("{prefix}evalstream.audit-chain");
+    let events_topic = format!("{prefix}audit.events");
+    let mut slots = [chain_instance(&prefix, &key, "s0-0"), chain_instance(&prefix, &key, "s1-0")];
+    for s in slots.iter_mut() {
+        s.start();
+    }
+    let mut rng = rand::thread_rng();
+    let (mut kills, mut takeovers) = (0, 0);
+    while kills < 4 || !producer.is_finished() {
+        let before = common::eos::committed_sum(&group, &events_topic);
+        it::wait_until("the chain to commit new work", Duration::from_secs(120), || {
+            std::thread::sleep(Duration::from_millis(200));
+            common::eos::committed_sum(&group, &events_topic) > before || producer.is_finished()
+        });
+        std::thread::sleep(Duration::from_millis(rng.gen_range(200..2000)));
+        let victim = rng.gen_range(0..slots.len());
+        slots[victim].kill();
+        kills += 1;
+        // Every other kill, the slot comes back as a different instance.
+        let id = if kills % 2 == 0 {
+            takeovers += 1;
+            format!("s{victim}-{kills}")
+        } else {
+            slots[victim].id.clone()
+        };
+        eprintln!(
+            "[{:?}] SIGKILLed {} (kill #{kills}); back as {id}",
+            started.elapsed(),
+            slots[victim].id
+        );
+        slots[victim] = chain_instance(&prefix, &key, &id);
+        slots[victim].start();
+        assert!(started.elapsed() < Duration::from_secs(600), "test ran too long");
+    }
+    let (order, dups) = producer.join().expect("producer");
+    wait_group(&group, &events_topic, Duration::from_secs(300));
+    audit::wait_tail_signed(&codec, &prefix, PARTITIONS);
+    for s in slots.iter_mut() {
+        s.stop();
+    }
+    let total = check_chain_exact(&codec, &prefix, &order);
+    assert_eq!(total as u64, n);
+    audit_verify_ok(&prefix, &signers);
+    assert!(kills >= 4 && takeovers >= 2, "kills={kills} takeovers={takeovers}");
+    eprintln!(
+        "[audit chain two instances] events={n} duplicates={dups} kills={kills} \
+         takeovers={takeovers} entries={total} lost=0 duplicated=0 elapsed={:?}",
+        started.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Transactions of the instance whose ids start with `prefix` that are open in `topic` now:
+/// their records are seen by a read_uncommitted reader and not by a read_committed one.
+fn open_txns(topic: &str, prefix: &str) -> HashSet<String> {
+    let txns = |records: Vec<it::Record>| -> HashSet<String> {
+        records
+            .iter()
+            .filter_map(|r| r.header_str(evalstream_runtime::headers::TXN))
+            .filter(|t| t.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    };
+    let committed = txns(it::read_topic(topic));
+    let all = txns(it::read_topic_with(topic, it::Isolation::ReadUncommitted));
+    all.difference(&committed).cloned().collect()
+}

@@ -1,4 +1,4 @@
-//! Exactly-once under crashes: 100k records over 4 partitions, two `evalstream run totals`
+//! Exactly-once under crashes: 30k records over 4 partitions, two `evalstream run totals`
 //! processes in one group, SIGKILLed at random points at least 3 times and restarted; then an
 //! independent consumer checks that every input is reflected exactly once and every running
 //! total is exact.
@@ -13,10 +13,7 @@ use evalstream_integration_tests as it;
 use evalstream_runtime::codec::Codec;
 use rand::Rng;
 
-const RECORDS: u64 = match option_env!("EOS_RECORDS") {
-    Some(_) => 10_000,
-    None => 100_000,
-};
+const RECORDS: u64 = 30_000;
 
 #[test]
 fn totals_stay_exact_when_instances_are_killed() {
@@ -31,20 +28,24 @@ fn totals_stay_exact_when_instances_are_killed() {
         i.start();
     }
 
-    // Inputs arrive while the instances run and die: 100 batches of 1000.
+    // Inputs arrive while the instances run and die: 60 batches of 500, about 20 s.
     let producer = {
         let (codec, topic) = (codec.clone(), format!("{prefix}totals.input"));
         std::thread::spawn(move || {
-            eos::produce_inputs(&codec, &topic, 0..RECORDS, 1000, Duration::from_millis(250))
+            eos::produce_inputs(&codec, &topic, 0..RECORDS, 500, Duration::from_millis(300))
         })
     };
 
     let mut rng = rand::thread_rng();
     let mut kills = 0;
+    let mut kills_while_flowing = 0;
     let started = Instant::now();
     while !producer.is_finished() || kills < 3 {
         std::thread::sleep(Duration::from_millis(rng.gen_range(1500..4500)));
         let victim = rng.gen_range(0..instances.len());
+        if !producer.is_finished() {
+            kills_while_flowing += 1;
+        }
         instances[victim].kill();
         kills += 1;
         eprintln!("[{:?}] SIGKILLed instance {victim} (kill #{kills})", started.elapsed());
@@ -61,13 +62,19 @@ fn totals_stay_exact_when_instances_are_killed() {
     }
     let v = eos::verify_totals(&codec, &prefix, &inputs);
     eprintln!(
-        "kills={kills} committed_outputs={} aborted_visible={} dead_lettered={}",
-        v.committed_outputs, v.aborted_visible, v.dead_lettered
+        "[totals kills] records={RECORDS} kills={kills} (while flowing: {kills_while_flowing}) \
+         outputs={} lost={} duplicated={} wrong_totals={} aborted_visible={} elapsed={:?}",
+        v.committed_outputs,
+        v.missing.len(),
+        v.duplicated.len(),
+        v.wrong_totals.len(),
+        v.aborted_visible,
+        started.elapsed()
     );
     v.assert_exact();
     assert_eq!(v.committed_outputs as u64, RECORDS);
     assert_eq!(v.dead_lettered, 0);
-    assert!(kills >= 3);
+    assert!(kills >= 3 && kills_while_flowing >= 2, "kills={kills} ({kills_while_flowing})");
 }
 
 /// Crashes exactly where it hurts: after the outputs but before the progress markers, after the
@@ -119,8 +126,15 @@ fn fail_points_between_produce_and_commit_lose_and_duplicate_nothing() {
 
     let v = eos::verify_totals(&codec, &prefix, &inputs);
     eprintln!(
-        "fail points: committed_outputs={} aborted_visible={}",
-        v.committed_outputs, v.aborted_visible
+        "[fail point crashes] records={} crashes={} outputs={} lost={} duplicated={} \
+         wrong_totals={} aborted_visible={}",
+        inputs.len(),
+        rounds.len(),
+        v.committed_outputs,
+        v.missing.len(),
+        v.duplicated.len(),
+        v.wrong_totals.len(),
+        v.aborted_visible
     );
     v.assert_exact();
     assert_eq!(v.committed_outputs, inputs.len());

@@ -1,3 +1,4 @@
 //! Modules shared by several broker tests.
 pub mod audit;
+pub mod broker;
 pub mod eos;
