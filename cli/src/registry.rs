@@ -14,6 +14,8 @@ use evalstream_runtime::config::RuntimeConfig;
 use evalstream_runtime::metrics::Metrics;
 use tracing::{info, warn};
 
+use crate::audit_gauges::PendingSignatures;
+
 /// Names accepted by `evalstream run`.
 pub const PROCESSORS: &[&str] = &["totals", "audit-chain", "audit-verifier"];
 
@@ -22,8 +24,8 @@ pub const PROCESSORS: &[&str] = &["totals", "audit-chain", "audit-verifier"];
 pub enum Runnable {
     /// Keyed running totals (reference processor).
     Totals(evalstream_totals::Totals),
-    /// The audit hash chain.
-    AuditChain(Box<AuditChain>, Option<EmergencySigner>),
+    /// The audit hash chain (with its pending-signature gauge).
+    AuditChain(Box<PendingSignatures<AuditChain>>, Option<EmergencySigner>),
     /// The audit chain verifier.
     AuditVerifier(Box<AuditVerifier>),
 }
@@ -71,10 +73,17 @@ pub fn build(name: &str, cfg: &RuntimeConfig, metrics: &Metrics) -> anyhow::Resu
             let hook: evalstream_audit_chain::FailureHook = Arc::new(move |_e| {
                 failures.inc();
             });
+            metrics
+                .gauge(
+                    "audit_emergency_signer_active",
+                    "1 when checkpoints are signed by the emergency signing proxy, else 0",
+                )
+                .set(i64::from(choice.emergency));
             let emergency =
                 choice.emergency.then(|| EmergencySigner { detail: choice.detail.clone() });
+            let chain = AuditChain::new(settings, Some(choice.signer), Some(hook));
             Ok(Runnable::AuditChain(
-                Box::new(AuditChain::new(settings, Some(choice.signer), Some(hook))),
+                Box::new(PendingSignatures::new(chain, evalstream_audit_chain::OUTPUT, metrics)),
                 emergency,
             ))
         }

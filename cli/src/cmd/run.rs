@@ -31,7 +31,7 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let codec = Codec::from_env()?;
     let metrics = Metrics::new(&args.processor);
     let runnable = registry::build(&args.processor, &cfg, &metrics)?;
-    let health = Health::new(&args.processor);
+    let health = Health::with_metrics(&args.processor, metrics.clone());
     let shutdown = Arc::new(AtomicBool::new(false));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
