@@ -25,12 +25,12 @@ mod fingerprint;
 mod registry;
 mod store;
 mod value;
+mod writer;
 
 use std::sync::Arc;
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
-use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 
 pub use error::{CodecError, DecodeError};
@@ -313,19 +313,17 @@ fn single_object_header(fingerprint: u64) -> [u8; SINGLE_OBJECT_HEADER_LEN] {
     header
 }
 
+/// `header` then the Avro encoding of a conformed `value` (see [`writer`]: map entries in key
+/// order, so equal values always give equal bytes).
 fn write_framed(
     stored: &StoredSchema,
     value: &Value,
     header: &[u8],
 ) -> Result<Vec<u8>, CodecError> {
-    let avro = |e: apache_avro::Error| CodecError::Avro {
-        schema: stored.full_name().to_string(),
-        message: e.to_string(),
-    };
-    let writer = GenericDatumWriter::builder(stored.schema()).build().map_err(avro)?;
     let mut out = Vec::with_capacity(header.len() + 64);
     out.extend_from_slice(header);
-    writer.write_value_ref(&mut out, value).map_err(avro)?;
+    writer::write_value(&mut out, value)
+        .map_err(|message| CodecError::Avro { schema: stored.full_name().to_string(), message })?;
     Ok(out)
 }
 
