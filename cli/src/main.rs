@@ -5,7 +5,7 @@
 //! signal handling and runs the exactly-once loop on a dedicated thread.
 
 mod cmd;
-mod registry;
+mod processors;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -43,6 +43,8 @@ pub use value::{avro_to_json, example_value, json_to_avro};
 
 use registry::Registry;
 
+use crate::record::{self, Record, RecordError};
+
 /// First two bytes of Avro single-object encoding (marker 0xC3, format version 0x01).
 pub const SINGLE_OBJECT_MARKER: [u8; 2] = [0xC3, 0x01];
 /// Single-object header length: marker plus the 8-byte little-endian fingerprint.
@@ -193,6 +195,18 @@ impl Codec {
         let value = value::json_to_avro_with(stored.schema(), &stored.names, json)
             .map_err(|m| m.into_error(stored.full_name()))?;
         self.frame(topic, stored, &value)
+    }
+
+    /// Encodes a typed record with the current version of `T::SCHEMA` (see [`crate::record`]).
+    pub fn encode_record<T: Record>(&self, topic: &str, value: &T) -> Result<Vec<u8>, RecordError> {
+        Ok(self.encode(topic, T::SCHEMA, &record::to_avro(value)?)?)
+    }
+
+    /// Decodes record bytes into a typed record; a record of another schema is
+    /// [`RecordError::WrongSchema`].
+    pub fn decode_record<T: Record>(&self, bytes: &[u8]) -> Result<T, RecordError> {
+        let decoded = self.decode(bytes)?;
+        record::decode_value(&decoded.schema_name, &decoded.value)
     }
 
     fn stored(&self, schema_name: &str) -> Result<&StoredSchema, CodecError> {
