@@ -6,7 +6,7 @@
 
 mod audit_gauges;
 mod cmd;
-mod registry;
+mod processors;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

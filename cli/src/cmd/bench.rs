@@ -21,13 +21,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use apache_avro::types::Value;
 use evalstream_runtime::codec::Codec;
 use evalstream_runtime::config::RuntimeConfig;
 use evalstream_runtime::engine::{self, EngineOptions};
 use evalstream_runtime::kafka;
 use evalstream_runtime::metrics::Metrics;
 use evalstream_runtime::ops::Health;
+use evalstream_totals::TotalsInput;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -232,14 +232,14 @@ pub(crate) fn prepare(
     for i in 0..args.records {
         let key = format!("key-{}", i % 10_000);
         let bytes = match kind {
-            Input::Totals => {
-                let value = Value::Record(vec![
-                    ("key".into(), Value::String(key.clone())),
-                    ("amount".into(), Value::Long((i % 100) as i64)),
-                    ("payload".into(), Value::String(filler.clone())),
-                ]);
-                codec.encode(&input, evalstream_totals::INPUT_SCHEMA, &value)?
-            }
+            Input::Totals => codec.encode_record(
+                &input,
+                &TotalsInput {
+                    key: key.clone(),
+                    amount: (i % 100) as i64,
+                    payload: filler.clone(),
+                },
+            )?,
             Input::Audit => {
                 codec.encode(&input, "evalstream.audit.AuditEvent", &audit::event(i, &filler))?
             }
