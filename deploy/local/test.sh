@@ -3,6 +3,7 @@
 #
 # Starts the local broker (deploy/local/broker.sh) unless KAFKA_BOOTSTRAP_SERVERS already points
 # at one that answers, runs every tier, and stops the broker again if it started it.
+#   tier 0: deploy/check.sh: offline checks of deploy/ (promtool, kubernetes-validate, hadolint, ...)
 #   tier 1: rustfmt + clippy -D warnings
 #   tier 2: unit tests next to the code (no broker)
 #   tier 3: broker tests in integration-tests/ (--features broker), crash/fault tests included
@@ -28,6 +29,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+echo "== deploy checks (alert rules, dashboard, Kubernetes manifests, Dockerfile, compose)"
+# Also installs Prometheus for the end-to-end alert test among the broker tests.
+deploy/check.sh
 echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
