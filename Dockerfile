@@ -22,10 +22,12 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 # Cache mounts keep the crate registry and compiled dependencies between builds (BuildKit).
+# Stripped (`install -s`): the release profile keeps line tables for profiling (171 MB); the
+# image needs none of it (22 MB).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p evalstream \
-    && install -m 0755 target/release/evalstream /usr/local/bin/evalstream
+    && install -s -m 0755 target/release/evalstream /usr/local/bin/evalstream
 
 # ── runtime: Debian slim, not distroless: the binary links libssl3 and zlib (not in
 # distroless/cc), and the nightly audit-verify CronJob uses the shell to compute yesterday's date.
