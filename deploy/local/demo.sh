@@ -5,10 +5,11 @@
 #   deploy/local/demo.sh          run, show the results, keep the processors running until Ctrl-C
 #   deploy/local/demo.sh --once   run, show the results, stop (used by the test command)
 #
-# Steps: start the local broker, build evalstream, create the topology, start each processor as
-# a consumer-group member (logs in .evalstream/logs/), produce the sample events in
-# deploy/local/sample/, wait until the processors have committed them, and show outputs, the
-# DLQ, /ready and a few metrics.
+# Steps: start the local broker (Apache Kafka by default; BROKER=tansu for Tansu, see
+# deploy/local/broker.sh) unless one answers on KAFKA_BOOTSTRAP_SERVERS, build evalstream,
+# create the topology, start each processor as a consumer-group member (logs in
+# .evalstream/logs/), produce the sample events in deploy/local/sample/, wait until the
+# processors have committed them, and show outputs, the DLQ, /ready and a few metrics.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 once=0
@@ -23,7 +24,8 @@ OPS_PORT="${OPS_PORT:-18080}"
 logs=.evalstream/logs
 mkdir -p "$logs"
 
-deploy/local/broker.sh start
+# Left running afterwards (like a development database): the next demo or test run reuses it.
+KAFKA_PORT="${KAFKA_BOOTSTRAP_SERVERS##*:}" deploy/local/broker.sh start
 cargo build --quiet -p evalstream
 bin="${CARGO_TARGET_DIR:-target}/debug/evalstream"
 

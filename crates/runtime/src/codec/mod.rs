@@ -5,6 +5,7 @@
 //!    │ conform to the CURRENT schema               │ first byte
 //!    │ (strict; errors name the field path)        ├─ C3 01 ─► fingerprint ─► store (any version)
 //!    ├─ no registry: C3 01 │ fp 8 B LE │ avro      ├─ 00 ────► schema id ───► registry (cached)
+//!    │  (fp: CRC-64-AVRO of the spec's Parsing Canonical Form, see fingerprint.rs)
 //!    └─ registry:    00 │ id 4 B BE │ avro         ├─ else ──► DecodeError::UnknownMagic
 //!       (subject "<topic>-value")                  └─ writer schema ─► resolve ─► current schema
 //! ```
@@ -33,7 +34,10 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 
 pub use error::{CodecError, DecodeError};
-pub use fingerprint::{crc64_avro, schema_fingerprint, CRC64_AVRO_EMPTY};
+pub use fingerprint::{
+    crc64_avro, json_schema_fingerprint, legacy_schema_fingerprint, parsing_canonical_form,
+    schema_fingerprint, CRC64_AVRO_EMPTY,
+};
 pub use store::{SchemaStore, StoredSchema, HISTORY_DIR};
 pub use value::{avro_to_json, example_value, json_to_avro};
 

@@ -22,7 +22,7 @@ use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 
 use super::error::{CodecError, DecodeError};
-use super::fingerprint::schema_fingerprint;
+use super::fingerprint::json_schema_fingerprint;
 use super::store::StoredSchema;
 use super::value::root_name;
 
@@ -196,15 +196,15 @@ impl Registry {
                 message: "schemas with references are not supported".into(),
             });
         }
-        let schema = Schema::parse_str(&registered.schema).map_err(|e| DecodeError::Registry {
+        let invalid = |e: String| DecodeError::Registry {
             schema_id,
             message: format!("registry returned an invalid Avro schema: {e}"),
-        })?;
-        let entry = Arc::new(RegistrySchema {
-            name: root_name(&schema),
-            fingerprint: schema_fingerprint(&schema),
-            schema,
-        });
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&registered.schema).map_err(|e| invalid(e.to_string()))?;
+        let schema = Schema::parse(&json).map_err(|e| invalid(e.to_string()))?;
+        let fingerprint = json_schema_fingerprint(&json).map_err(|e| invalid(e.to_string()))?;
+        let entry = Arc::new(RegistrySchema { name: root_name(&schema), fingerprint, schema });
         if let Ok(mut schemas) = self.schemas.write() {
             schemas.insert(schema_id, entry.clone());
         }
