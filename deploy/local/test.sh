@@ -10,6 +10,8 @@
 #   - moto's KMS for the signer tests (MOTO_URL, default http://127.0.0.1:5000),
 #   - Tansu on TANSU_TIER_PORT (default 19092) for the Tansu tier.
 #
+#   tier 0: deploy/check.sh: offline checks of deploy/ (promtool, kubernetes-validate, hadolint,
+#           docker compose config); also installs the Prometheus of the alert test
 #   tier 1: rustfmt, clippy -D warnings, the schema fingerprint vectors are current
 #   tier 2: unit tests next to the code (no broker)
 #   tier 3: broker tests in integration-tests/ (--features broker) on Apache Kafka, crash/fault
@@ -42,6 +44,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+echo "== deploy checks (alert rules, dashboard, Kubernetes manifests, Dockerfile, compose)"
+# Also installs Prometheus for the end-to-end alert test among the broker tests.
+deploy/check.sh
 echo "== services"
 broker_port=$(port_of "$KAFKA_BOOTSTRAP_SERVERS")
 if python3 deploy/local/kafka_probe.py "$KAFKA_BOOTSTRAP_SERVERS" --quiet 2>/dev/null; then
