@@ -116,6 +116,8 @@ struct BuildLabels {
 enum Custom {
     Counter(Counter),
     Gauge(Gauge),
+    CounterVec(CounterVec),
+    GaugeVec(GaugeVec),
 }
 
 impl Custom {
@@ -123,7 +125,73 @@ impl Custom {
         match self {
             Custom::Counter(_) => "counter",
             Custom::Gauge(_) => "gauge",
+            Custom::CounterVec(_) => "labelled counter",
+            Custom::GaugeVec(_) => "labelled gauge",
         }
+    }
+
+    /// Label names of a labelled family (empty for plain metrics).
+    fn labels(&self) -> &'static [&'static str] {
+        match self {
+            Custom::CounterVec(c) => c.labels,
+            Custom::GaugeVec(g) => g.labels,
+            _ => &[],
+        }
+    }
+}
+
+/// Label values of a processor family, paired with its fixed label names.
+type LabelValues = Vec<(String, String)>;
+
+fn label_pairs(names: &'static [&'static str], values: &[&str]) -> LabelValues {
+    debug_assert_eq!(names.len(), values.len(), "label values for {names:?}");
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let v = values.get(i).copied().unwrap_or("");
+            ((*n).to_owned(), escape_label_value(v).into_owned())
+        })
+        .collect()
+}
+
+/// A processor-owned counter family with a fixed list of label names (e.g. `outcome`), from
+/// [`Metrics::counter_vec`]. Callers pass label *values from a small vocabulary*: the label names
+/// are fixed at registration, so a call site cannot add a dimension.
+#[derive(Debug, Clone)]
+pub struct CounterVec {
+    labels: &'static [&'static str],
+    family: Family<LabelValues, Counter>,
+}
+
+impl CounterVec {
+    /// The counter for these label values, in the order of the registered label names.
+    pub fn with(&self, values: &[&str]) -> Counter {
+        self.family.get_or_create(&label_pairs(self.labels, values)).clone()
+    }
+
+    /// Adds one to the counter for these label values.
+    pub fn inc(&self, values: &[&str]) {
+        self.with(values).inc();
+    }
+}
+
+/// A processor-owned gauge family with fixed label names, from [`Metrics::gauge_vec`].
+#[derive(Debug, Clone)]
+pub struct GaugeVec {
+    labels: &'static [&'static str],
+    family: Family<LabelValues, Gauge>,
+}
+
+impl GaugeVec {
+    /// The gauge for these label values, in the order of the registered label names.
+    pub fn with(&self, values: &[&str]) -> Gauge {
+        self.family.get_or_create(&label_pairs(self.labels, values)).clone()
+    }
+
+    /// Sets the gauge for these label values.
+    pub fn set(&self, values: &[&str], value: i64) {
+        self.with(values).set(value);
     }
 }
 
@@ -390,6 +458,41 @@ impl Metrics {
         }
     }
 
+    /// A processor-owned counter family with the label names `labels` (besides `processor`),
+    /// registered once under `name` with the naming and conflict rules of [`Metrics::counter`].
+    /// Registering the same name with other label names is a conflict (logged, detached).
+    ///
+    /// ```
+    /// # let m = evalstream_runtime::metrics::Metrics::new("submissions");
+    /// let submissions = m.counter_vec("eval_engine.eval_submissions_total", "Submissions", &["outcome"]);
+    /// submissions.inc(&["accepted"]);
+    /// assert!(m.encode().contains(r#"eval_engine_eval_submissions_total{processor="submissions",outcome="accepted"} 1"#));
+    /// ```
+    pub fn counter_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &'static [&'static str],
+    ) -> CounterVec {
+        let family = family_name(name, true);
+        let make = || Custom::CounterVec(CounterVec { labels, family: Family::default() });
+        match self.register_custom(&family, help, make) {
+            Some(Custom::CounterVec(c)) => c,
+            _ => CounterVec { labels, family: Family::default() },
+        }
+    }
+
+    /// A processor-owned gauge family with the label names `labels`, like
+    /// [`Metrics::counter_vec`].
+    pub fn gauge_vec(&self, name: &str, help: &str, labels: &'static [&'static str]) -> GaugeVec {
+        let family = family_name(name, false);
+        let make = || Custom::GaugeVec(GaugeVec { labels, family: Family::default() });
+        match self.register_custom(&family, help, make) {
+            Some(Custom::GaugeVec(g)) => g,
+            _ => GaugeVec { labels, family: Family::default() },
+        }
+    }
+
     /// Registers `make()` under `family` unless the name is taken; returns the registered metric
     /// (new or existing), or `None` when the name conflicts with another kind or a runtime metric.
     fn register_custom(
@@ -412,7 +515,7 @@ impl Metrics {
         }
         let mut inner = self.lock();
         if let Some(existing) = inner.custom.get(family) {
-            if existing.kind() == wanted.kind() {
+            if existing.kind() == wanted.kind() && existing.labels() == wanted.labels() {
                 return Some(existing.clone());
             }
             tracing::error!(
@@ -427,6 +530,8 @@ impl Metrics {
         match &wanted {
             Custom::Counter(c) => inner.registry.register(family, help, c.clone()),
             Custom::Gauge(g) => inner.registry.register(family, help, g.clone()),
+            Custom::CounterVec(c) => inner.registry.register(family, help, c.family.clone()),
+            Custom::GaugeVec(g) => inner.registry.register(family, help, g.family.clone()),
         }
         inner.custom.insert(family.to_owned(), wanted.clone());
         Some(wanted)
@@ -690,6 +795,60 @@ mod tests {
             "{t}"
         );
         assert_eq!(sample(&t, r#"audit_signer_configured{processor="eval-engine"}"#), Some(1.0));
+    }
+
+    #[test]
+    fn labelled_processor_metrics_have_fixed_label_names() {
+        let m = Metrics::new("policy");
+        let denials = m.counter_vec(
+            "eval_engine.promotion_policy_denials_total",
+            "Denials",
+            &["subject_kind", "policy_version", "reason"],
+        );
+        denials.inc(&["promotion", "v7", "toxicity"]);
+        denials.with(&["promotion", "v7", "toxicity"]).inc();
+        let again = m.counter_vec(
+            "eval_engine_promotion_policy_denials",
+            "again",
+            &["subject_kind", "policy_version", "reason"],
+        );
+        again.inc(&["allocation", "v\"8", "x"]);
+        let pending =
+            m.gauge_vec("eval_engine.policy_pending_requests", "Pending", &["subject_kind"]);
+        pending.set(&["promotion"], 3);
+        pending.set(&["promotion"], 2);
+        let t = m.encode();
+        assert_eq!(
+            sample(
+                &t,
+                r#"eval_engine_promotion_policy_denials_total{processor="policy",subject_kind="promotion",policy_version="v7",reason="toxicity"}"#
+            ),
+            Some(2.0),
+            "{t}"
+        );
+        assert_eq!(
+            sample(
+                &t,
+                r#"eval_engine_promotion_policy_denials_total{processor="policy",subject_kind="allocation",policy_version="v\"8",reason="x"}"#
+            ),
+            Some(1.0),
+            "{t}"
+        );
+        assert_eq!(
+            sample(
+                &t,
+                r#"eval_engine_policy_pending_requests{processor="policy",subject_kind="promotion"}"#
+            ),
+            Some(2.0)
+        );
+        // Other label names under the same family: detached, the original stays exposed.
+        let other = m.counter_vec("eval_engine.promotion_policy_denials", "x", &["reason"]);
+        other.inc(&["y"]);
+        assert!(!m.encode().contains(r#"reason="y""#));
+        assert_eq!(
+            m.encode().matches("# TYPE eval_engine_promotion_policy_denials counter").count(),
+            1
+        );
     }
 
     #[test]
