@@ -11,6 +11,10 @@
 //!   Registry::save (temporary file + rename: readers never see half a file)
 //! ```
 //!
+//! Finance's ledger-proof keys live here too, as kind `finance` (`signers add --kind finance
+//! --public-key finance.pem`): same windows, rotation and revocation, but they verify only
+//! settlement proofs and audit keys only checkpoints (`evalstream_audit::registry`).
+//!
 //! The runbook's planned rotation maps to `rotate` (dual mode: the old key keeps verifying the
 //! checkpoints it signed before `--at`); `revoke` is for a compromised key only, because a revoked
 //! key stops verifying everything it ever signed (see `docs/signing.md`). The registry is a plain
@@ -88,8 +92,9 @@ pub struct NewKey {
     kid: Option<String>,
     #[command(flatten)]
     source: KeySource,
-    /// kms, local or proxy; default kms for --from-kms, local for --generate. Required with
-    /// --public-key.
+    /// kms, local or proxy (audit checkpoint signers), or finance (Finance's ledger-proof key,
+    /// which verifies settlements and never a checkpoint); default kms for --from-kms, local for
+    /// --generate. Required with --public-key.
     #[arg(long)]
     kind: Option<SignerKind>,
     /// Free text stored with the key (ticket, KMS key ARN, who approved it).
@@ -296,7 +301,7 @@ fn new_entry(key: NewKey, from_ms: i64) -> anyhow::Result<(SignerEntry, Option<P
         _ => bail!("give exactly one of --public-key, --from-kms, --generate"),
     };
     let Some(kind) = kind.or(default_kind) else {
-        bail!("--kind is required with --public-key (kms, local or proxy)");
+        bail!("--kind is required with --public-key (kms, local, proxy or finance)");
     };
     let kid = kid.unwrap_or_else(|| derive_kid(kind, &spki_der));
     let entry = SignerEntry::new(kid, kind, &spki_der, from_ms)?;
@@ -342,9 +347,14 @@ fn rotate(args: RotateArgs) -> anyhow::Result<ExitCode> {
     let retired = registry.rotate_with_overlap(entry, at, overlap)?;
     commit(&registry, path, pending)?;
     let (old_end, new_start) = (format_rfc3339_ms(at + overlap), format_rfc3339_ms(at - overlap));
+    let what = kind.purpose().describe();
     match retired {
+        Some(old) if kind == SignerKind::Finance => eprintln!(
+            "rotated finance keys: {old} retired (verifies {what} made before {old_end}), \
+             {kid} active from {new_start}; Finance signs new settlements with {kid}"
+        ),
         Some(old) => eprintln!(
-            "rotated {kind} keys: {old} retired (verifies checkpoints before {old_end}), \
+            "rotated {kind} keys: {old} retired (verifies {what} before {old_end}), \
              {kid} active from {new_start}; deploy with AUDIT_SIGNER_KID={kid}"
         ),
         None => eprintln!("no active {kind} key to retire; {kid} active from {new_start}"),
@@ -453,6 +463,41 @@ mod tests {
         let err =
             run_args(&["add", "--file", f, "--public-key", pub_b.to_str().unwrap()]).unwrap_err();
         assert!(format!("{err:#}").contains("--kind is required"), "{err:#}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn finance_keys_are_added_and_rotated_beside_audit_keys() {
+        let dir =
+            std::env::temp_dir().join(format!("evalstream-cli-finance-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("signers.json");
+        let f = file.to_str().unwrap();
+        let key = |n: &str| dir.join(n).to_str().unwrap().to_string();
+        let t = "2025-11-18T09:30:00Z";
+        run_args(&["add", "--file", f, "--generate", &key("audit.pem"), "--valid-from", t])
+            .unwrap();
+        let (fa, fb) = (key("fin-a.pem"), key("fin-b.pem"));
+        run_args(&["add", "--file", f, "--kind", "finance", "--generate", &fa, "--valid-from", t])
+            .unwrap();
+        run_args(&[
+            "rotate",
+            "--file",
+            f,
+            "--kind",
+            "finance",
+            "--kid",
+            "fin-b",
+            "--generate",
+            &fb,
+        ])
+        .unwrap();
+        let registry = Registry::load(&file).unwrap();
+        let rows: Vec<_> =
+            registry.entries().iter().map(|e| (e.kind().as_str(), e.status().as_str())).collect();
+        assert_eq!(rows, [("local", "active"), ("finance", "retired"), ("finance", "active")]);
+        assert!(registry.entries()[1].kid().starts_with("finance:"), "derived finance kid");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -21,6 +21,12 @@
 //! with a trusted key covers every entry before it, because a checkpoint's Merkle root commits to
 //! the whole chain. The revocation time is recorded for the operators' timeline.
 //!
+//! **Purposes.** The registry also holds Finance's ledger-proof keys (kind `finance`). A key
+//! verifies only signatures of its own [`KeyPurpose`]: [`Registry::verify`] (checkpoints) refuses
+//! a finance key and [`Registry::verify_for`] with [`KeyPurpose::Finance`] refuses an audit key,
+//! both as `signature_invalid` ([`RegistryError::WrongPurpose`]): a signature by a key that is not
+//! trusted for that data is as bad as a forged one, and it is not a registry entry to add.
+//!
 //! The file format, with an example, is in `docs/signing.md`.
 
 pub mod rfc3339;
@@ -33,7 +39,9 @@ use p256::ecdsa::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::signer::{validate_kid, SignerKind, VerifyError, ALGORITHM_ECDSA_P256_SHA256};
+use crate::signer::{
+    validate_kid, KeyPurpose, SignerKind, VerifyError, ALGORITHM_ECDSA_P256_SHA256,
+};
 use rfc3339::{format_rfc3339_ms, parse_rfc3339_ms};
 
 /// The `version` this code reads and writes. A file with another version is refused rather than
@@ -118,6 +126,17 @@ pub enum RegistryError {
         /// End of the window (exclusive), if any.
         valid_to_ms: Option<i64>,
     },
+    /// The key is registered for another purpose: a finance key offered for an audit checkpoint
+    /// or an audit key for a ledger proof (verifier status `signature_invalid`).
+    #[error("signer {kid:?} is a {kind} key: it does not verify {}", wanted.describe())]
+    WrongPurpose {
+        /// The kid.
+        kid: String,
+        /// The key's kind (which says what it is for).
+        kind: SignerKind,
+        /// What the signature was offered for.
+        wanted: KeyPurpose,
+    },
     /// An edit that the registry's rules forbid (duplicate kid, second active key, ...).
     #[error("{0}")]
     Rejected(String),
@@ -158,7 +177,9 @@ impl SignatureCheckError {
     /// The `audit.verifications` status (docs/audit-chain.md §7): `unknown_signer` when the
     /// registry has no key for this kid at the checkpoint's time (unknown kid, or outside the
     /// key's window: usually a registry to fix, e.g. a key added with a too-late `valid_from`),
-    /// `signature_invalid` when trust was withdrawn (revoked) or the signature does not verify.
+    /// `signature_invalid` when trust was withdrawn (revoked), the key is registered for another
+    /// purpose (a finance key on a checkpoint, an audit key on a ledger proof), or the signature
+    /// does not verify.
     pub fn status(&self) -> &'static str {
         match self {
             SignatureCheckError::Key(
@@ -475,10 +496,28 @@ impl Registry {
         self.entries.iter().find(|e| e.kind == kind && e.status == SignerStatus::Active)
     }
 
-    /// The key that verifies a checkpoint signed by `kid` at `at_ms`: known, not revoked, and
-    /// valid at that time.
+    /// The key that verifies a checkpoint signed by `kid` at `at_ms`: known, an audit key, not
+    /// revoked, and valid at that time.
     pub fn key_for(&self, kid: &str, at_ms: i64) -> Result<&SignerEntry, RegistryError> {
+        self.key_for_purpose(kid, KeyPurpose::Audit, at_ms)
+    }
+
+    /// The key that verifies a signature of `purpose` by `kid` made at `at_ms`: known, of that
+    /// purpose, not revoked, and valid at that time.
+    pub fn key_for_purpose(
+        &self,
+        kid: &str,
+        purpose: KeyPurpose,
+        at_ms: i64,
+    ) -> Result<&SignerEntry, RegistryError> {
         let entry = self.get(kid).ok_or_else(|| RegistryError::UnknownKid(kid.to_string()))?;
+        if entry.kind.purpose() != purpose {
+            return Err(RegistryError::WrongPurpose {
+                kid: kid.to_string(),
+                kind: entry.kind,
+                wanted: purpose,
+            });
+        }
         if entry.status == SignerStatus::Revoked {
             return Err(RegistryError::Revoked {
                 kid: kid.to_string(),
@@ -506,7 +545,21 @@ impl Registry {
         message: &[u8],
         der_signature: &[u8],
     ) -> Result<&SignerEntry, SignatureCheckError> {
-        let entry = self.key_for(kid, at_ms).map_err(SignatureCheckError::Key)?;
+        self.verify_for(KeyPurpose::Audit, kid, algorithm, at_ms, message, der_signature)
+    }
+
+    /// Checks a signature of `purpose` (e.g. a Finance ledger proof):
+    /// [`key_for_purpose`](Self::key_for_purpose), then the signature.
+    pub fn verify_for(
+        &self,
+        purpose: KeyPurpose,
+        kid: &str,
+        algorithm: &str,
+        at_ms: i64,
+        message: &[u8],
+        der_signature: &[u8],
+    ) -> Result<&SignerEntry, SignatureCheckError> {
+        let entry = self.key_for_purpose(kid, purpose, at_ms).map_err(SignatureCheckError::Key)?;
         if algorithm != entry.algorithm {
             return Err(SignatureCheckError::Signature {
                 kid: kid.to_string(),
@@ -783,6 +836,47 @@ mod tests {
         let reloaded = Registry::from_json(&registry.to_json()).unwrap();
         assert_eq!(reloaded.get("a").unwrap().revoked_at_ms(), Some(T0 + 2 * HOUR));
         assert!(reloaded.to_json().contains("\"revoked_at\": \"2025-11-18T11:30:00Z\""));
+    }
+
+    #[test]
+    fn finance_and_audit_keys_never_verify_each_others_signatures() {
+        let mut registry = Registry::new();
+        registry.add(entry("audit", 1, T0)).unwrap();
+        let finance =
+            SignerEntry::new("fin-a", SignerKind::Finance, pem(2).as_bytes(), T0).unwrap();
+        registry.add(finance).unwrap();
+        // Each verifies its own purpose.
+        registry.verify("audit", ALG, T0, b"cp", &sig(1, b"cp")).unwrap();
+        registry
+            .verify_for(KeyPurpose::Finance, "fin-a", ALG, T0, b"proof", &sig(2, b"proof"))
+            .unwrap();
+        // A finance key on a checkpoint, an audit key on a proof: refused, signature_invalid,
+        // even though the signatures themselves are mathematically valid.
+        let err = registry.verify("fin-a", ALG, T0, b"cp", &sig(2, b"cp")).unwrap_err();
+        assert!(matches!(err, SignatureCheckError::Key(RegistryError::WrongPurpose { .. })));
+        assert_eq!(err.status(), "signature_invalid");
+        assert!(err.to_string().contains("does not verify audit checkpoints"), "{err}");
+        let err = registry
+            .verify_for(KeyPurpose::Finance, "audit", ALG, T0, b"proof", &sig(1, b"proof"))
+            .unwrap_err();
+        assert_eq!(err.status(), "signature_invalid");
+        assert!(err.to_string().contains("does not verify finance ledger proofs"), "{err}");
+        // One active key per kind: finance keys rotate in dual mode like audit keys.
+        let second = SignerEntry::new("fin-b", SignerKind::Finance, pem(3).as_bytes(), 0).unwrap();
+        assert_eq!(registry.rotate(second, T0 + HOUR).unwrap().as_deref(), Some("fin-a"));
+        registry
+            .verify_for(KeyPurpose::Finance, "fin-a", ALG, T0 + HOUR - 1, b"p", &sig(2, b"p"))
+            .unwrap();
+        let late = registry
+            .verify_for(KeyPurpose::Finance, "fin-a", ALG, T0 + HOUR, b"p", &sig(2, b"p"))
+            .unwrap_err();
+        assert_eq!(late.status(), "unknown_signer");
+        registry
+            .verify_for(KeyPurpose::Finance, "fin-b", ALG, T0 + HOUR, b"p", &sig(3, b"p"))
+            .unwrap();
+        assert_eq!(registry.active(SignerKind::Kms).unwrap().kid(), "audit", "audit key untouched");
+        let reloaded = Registry::from_json(&registry.to_json()).unwrap();
+        assert!(reloaded.to_json().contains("\"kind\": \"finance\""));
     }
 
     #[test]
