@@ -29,6 +29,8 @@ struct EvalSubmission {
     artifact_sha256: Option<String>,
     labels: BTreeMap<String, String>,
     submitted_at: i64,
+    promotion: Option<PromotionAsk>,
+    allocation: Option<AllocationAsk>,
 }
 impl Record for EvalSubmission {
     const SCHEMA: &'static str = "evalstream.eval.EvalSubmission";
@@ -50,6 +52,23 @@ enum RiskLevel {
     Medium,
     High,
     Critical,
+}
+
+/// A record nested in a `["null", record]` union (EvalSubmission v2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PromotionAsk {
+    target_stage: PromotionStage,
+    justification: Option<String>,
+    risk_level_hint: Option<RiskLevel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct AllocationAsk {
+    resource: ComputeResource,
+    amount_minor: i64,
+    currency: String,
+    cost_center: String,
+    purpose: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +93,7 @@ enum PromotionStatus {
     Promoted,
     Denied,
     PendingPolicy,
+    BestEffort,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,6 +153,7 @@ enum CauseKind {
     FinanceSettlement,
     Reconciliation,
     Other,
+    Degraded,
 }
 
 /// `from_state` and `to_state` share the named enum `AllocationState` (a `Schema::Ref` the second
@@ -146,6 +167,8 @@ struct AllocationStateChanged {
     ledger_entry_id: Option<String>,
     cause_kind: CauseKind,
     cause_id: String,
+    amount_minor: Option<i64>,
+    currency: Option<String>,
     changed_at: i64,
 }
 impl Record for AllocationStateChanged {
@@ -269,6 +292,8 @@ fn maps_of_doubles_and_strings_options_and_timestamps() {
         artifact_sha256: None,
         labels: BTreeMap::new(),
         submitted_at: 1_731_900_000_123,
+        promotion: None,
+        allocation: None,
     };
     round_trip(
         &s,
@@ -374,6 +399,8 @@ fn nested_records_a_named_type_used_twice_and_bytes() {
         ledger_entry_id: None,
         cause_kind: CauseKind::FinanceSettlement,
         cause_id: "le-1".into(),
+        amount_minor: None,
+        currency: None,
         changed_at: 8,
     };
     round_trip(

@@ -405,13 +405,14 @@ mod tests {
     /// in wire order, as `xxd` shows them), for every schema whose fingerprint changed: records
     /// carrying them are in topics and archives, so they must keep decoding. Pinned here, not
     /// recomputed, so that an apache-avro upgrade that changes `canonical_form()` is noticed.
+    /// Schemas changed since are named by their history file (the version those records have).
     const LEGACY: [(&str, &str); 9] = [
         ("evalstream/alloc/AllocationRequest.avsc", "150485d40522cffb"),
-        ("evalstream/alloc/AllocationStateChanged.avsc", "4c3923bc73bd7bca"),
+        ("history/evalstream.alloc.AllocationStateChanged/v1.avsc", "4c3923bc73bd7bca"),
         ("evalstream/audit/AuditEvent.avsc", "62bcd1ea788a716d"),
         ("evalstream/audit/ChainRecord.avsc", "c57bf644751d910c"),
-        ("evalstream/eval/EvalSubmission.avsc", "1dd27bc0c52401b9"),
-        ("evalstream/eval/PromotionOutcome.avsc", "07600bf42b54b764"),
+        ("history/evalstream.eval.EvalSubmission/v1.avsc", "1dd27bc0c52401b9"),
+        ("history/evalstream.eval.PromotionOutcome/v1.avsc", "07600bf42b54b764"),
         ("evalstream/eval/PromotionRequest.avsc", "1e147c8ec1b484a2"),
         ("evalstream/finance/FinanceSettlement.avsc", "135faf68eb89b0af"),
         ("evalstream/policy/PolicyDecision.avsc", "573a7db455de581b"),
