@@ -11,6 +11,9 @@ pub const PROCESSORS: &[Registration] = &[
     evalstream_totals::REGISTRATION,
     audit_chain::REGISTRATION,
     evalstream_audit_verifier::REGISTRATION,
+    evalstream_submissions::REGISTRATION,
+    evalstream_policy::REGISTRATION,
+    evalstream_settlement::REGISTRATION,
 ];
 
 /// The registration of `name`, or an error listing the known names.
