@@ -29,7 +29,7 @@ use anyhow::{bail, Context as _};
 use evalstream_audit::registry::rfc3339::{format_rfc3339_ms, parse_rfc3339_ms};
 use evalstream_audit::registry::{Registry, SignerEntry};
 use evalstream_audit::signer::{
-    derive_kid, public_key_spki_der, KmsConfig, KmsSigner, LocalKeySigner, Signer as _, SignerKind,
+    derive_kid, public_key_spki_der, KmsConfig, KmsSigner, LocalKeySigner, SignerKind,
 };
 
 use super::common::emit;
@@ -133,7 +133,7 @@ pub struct RotateArgs {
 }
 
 /// `90s`, `30m`, `2h`, `1d` or plain milliseconds, into milliseconds.
-fn parse_duration_ms(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_duration_ms(text: &str) -> Result<i64, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
@@ -173,7 +173,7 @@ pub fn run(_config: Option<&Path>, cmd: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -181,7 +181,7 @@ fn now_ms() -> i64 {
 }
 
 /// `now` or an RFC 3339 time; `None` is now.
-fn parse_time(flag: &str, value: Option<&str>) -> anyhow::Result<i64> {
+pub(crate) fn parse_time(flag: &str, value: Option<&str>) -> anyhow::Result<i64> {
     match value {
         None | Some("now") => Ok(now_ms()),
         Some(text) => parse_rfc3339_ms(text).with_context(|| format!("--{flag}")),
@@ -253,6 +253,8 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
 struct PendingKey {
     signer: LocalKeySigner,
     path: PathBuf,
+    /// The kid it is registered under (the signer's own is derived as a local key's).
+    kid: String,
 }
 
 impl PendingKey {
@@ -261,7 +263,7 @@ impl PendingKey {
         eprintln!(
             "wrote a new private key to {} (kid {}); keep it out of version control",
             self.path.display(),
-            self.signer.kid()
+            self.kid
         );
         Ok(())
     }
@@ -295,7 +297,7 @@ fn new_entry(key: NewKey, from_ms: i64) -> anyhow::Result<(SignerEntry, Option<P
             }
             let signer = LocalKeySigner::random()?;
             let der = signer.public_key_spki_der().to_vec();
-            pending = Some(PendingKey { signer, path });
+            pending = Some(PendingKey { signer, path, kid: String::new() });
             (der, Some(SignerKind::Local))
         }
         _ => bail!("give exactly one of --public-key, --from-kms, --generate"),
@@ -304,6 +306,9 @@ fn new_entry(key: NewKey, from_ms: i64) -> anyhow::Result<(SignerEntry, Option<P
         bail!("--kind is required with --public-key (kms, local, proxy or finance)");
     };
     let kid = kid.unwrap_or_else(|| derive_kid(kind, &spki_der));
+    if let Some(p) = pending.as_mut() {
+        p.kid = kid.clone();
+    }
     let entry = SignerEntry::new(kid, kind, &spki_der, from_ms)?;
     let entry = match note {
         Some(note) => entry.with_note(note),
