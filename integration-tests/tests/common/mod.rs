@@ -1,5 +1,6 @@
 //! Modules shared by several broker tests.
 pub mod audit;
+pub mod domain;
 pub mod eos;
 pub mod kms;
 pub mod prometheus;
