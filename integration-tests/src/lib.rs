@@ -543,9 +543,29 @@ pub fn evalstream_bin() -> PathBuf {
         build_evalstream(&profile_dir);
         let bin = profile_dir.join(format!("evalstream{}", std::env::consts::EXE_SUFFIX));
         assert!(bin.exists(), "{} missing after cargo build", bin.display());
-        bin
+        // A private copy: a target directory shared by several worktrees (CARGO_TARGET_DIR on
+        // our machines) gets `<target>/<profile>/evalstream` replaced by another worktree's
+        // build while this test still starts processes from it (a restart after a kill, a CLI
+        // call), which then run someone else's code. Removed when the test process exits.
+        let private = std::env::temp_dir().join(unique_name("evalstream-bin"));
+        std::fs::copy(&bin, &private)
+            .unwrap_or_else(|e| panic!("copying {} to {}: {e}", bin.display(), private.display()));
+        if PRIVATE_BIN.set(private.clone()).is_ok() {
+            // SAFETY: registers a plain `extern "C" fn()` with no captured state.
+            unsafe { libc::atexit(remove_private_bin) };
+        }
+        private
     })
     .clone()
+}
+
+/// The private copy made by [`evalstream_bin`], removed at exit.
+static PRIVATE_BIN: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_private_bin() {
+    if let Some(p) = PRIVATE_BIN.get() {
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 fn build_evalstream(profile_dir: &Path) {

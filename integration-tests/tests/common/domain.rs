@@ -36,6 +36,8 @@ pub struct World {
     /// The codec.
     pub codec: Codec,
     probe: std::sync::OnceLock<Probe>,
+    /// Whether dropping this value removes `dir` (not for a [`World::handle`]).
+    owned: bool,
 }
 
 /// Kid of the finance key.
@@ -59,6 +61,7 @@ impl World {
             dir,
             codec: Codec::from_env().expect("codec"),
             probe: std::sync::OnceLock::new(),
+            owned: true,
         };
         w.cli(&["topology", "apply"]).assert_success();
         w.wait_for_leaders();
@@ -111,6 +114,21 @@ impl World {
                     || client.fetch_watermarks(&topic, p, Duration::from_secs(5)).is_ok(),
                 );
             }
+        }
+    }
+
+    /// The same world for another thread (e.g. a producer): shares prefix and keys, owns nothing.
+    pub fn handle(&self) -> World {
+        World {
+            prefix: self.prefix.clone(),
+            dir: self.dir.clone(),
+            signers: self.signers.clone(),
+            audit_key: self.audit_key.clone(),
+            finance_key: self.finance_key.clone(),
+            rogue_key: self.rogue_key.clone(),
+            codec: self.codec.clone(),
+            probe: std::sync::OnceLock::new(),
+            owned: false,
         }
     }
 
@@ -237,10 +255,13 @@ impl World {
         let deadline = began + timeout;
         let mut calm = 0;
         while calm < 2 {
-            assert!(
-                Instant::now() < deadline,
-                "processors {processors:?} did not catch up within {timeout:?}"
-            );
+            if Instant::now() >= deadline {
+                let why: Vec<String> = processors
+                    .iter()
+                    .filter_map(|p| self.lagging(p).err().map(|e| format!("{p}: {e}")))
+                    .collect();
+                panic!("processors {processors:?} did not catch up within {timeout:?}: {why:?}");
+            }
             if processors.iter().all(|p| self.caught_up(p)) {
                 calm += 1;
             } else {
@@ -253,7 +274,14 @@ impl World {
         }
     }
 
-    fn caught_up(&self, processor: &str) -> bool {
+    /// Whether `processor`'s group has processed everything committed on its inputs now.
+    pub fn caught_up(&self, processor: &str) -> bool {
+        self.lagging(processor).is_ok()
+    }
+
+    /// `Err(what)` while `processor`'s group has not processed everything committed on its
+    /// inputs (or a transaction is open on one of them).
+    pub fn lagging(&self, processor: &str) -> Result<(), String> {
         let inputs: &[&str] = match processor {
             "submissions" => &["eval.submissions"],
             "policy" => &[
@@ -281,22 +309,23 @@ impl World {
                 tpl.add_partition(&self.topic(t), p);
             }
         }
-        let group_client = probe.group(&group);
-        let Ok(committed) = group_client.committed_offsets(tpl, Duration::from_secs(10)) else {
-            return false;
-        };
+        let committed = probe
+            .group(&group)
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .map_err(|e| format!("committed offsets: {e}"))?;
         let mut assign = TopicPartitionList::new();
         let mut pending = 0;
+        let timeout = Duration::from_secs(10);
         for e in committed.elements() {
             let (t, p) = (e.topic().to_string(), e.partition());
-            let Ok((lo, hw)) = probe.all.fetch_watermarks(&t, p, Duration::from_secs(10)) else {
-                return false;
-            };
-            let Ok((_, lso)) = probe.stable.fetch_watermarks(&t, p, Duration::from_secs(10)) else {
-                return false;
-            };
+            let (lo, hw) =
+                probe.all.fetch_watermarks(&t, p, timeout).map_err(|e| format!("{t}[{p}]: {e}"))?;
+            let (_, lso) = probe
+                .stable
+                .fetch_watermarks(&t, p, timeout)
+                .map_err(|e| format!("{t}[{p}]: {e}"))?;
             if lso < hw {
-                return false; // a transaction is open on an input
+                return Err(format!("{t}[{p}]: a transaction is open (stable {lso}, high {hw})"));
             }
             let start = match e.offset() {
                 Offset::Offset(o) => o,
@@ -309,7 +338,7 @@ impl World {
             pending += 1;
         }
         if pending == 0 {
-            return true;
+            return Ok(());
         }
         // Between the group's position and the end there may be only transaction markers: read
         // committed from the position; any record means work not done.
@@ -322,15 +351,42 @@ impl World {
             .create()
             .unwrap();
         reader.assign(&assign).unwrap();
-        let until = Instant::now() + Duration::from_secs(10);
+        let until = Instant::now() + timeout;
         while pending > 0 && Instant::now() < until {
             match reader.poll(Duration::from_millis(100)) {
-                Some(Ok(_)) => return false, // a committed record the group has not processed
+                Some(Ok(m)) => {
+                    use rdkafka::message::Message;
+                    return Err(format!(
+                        "{}[{}]@{} not processed",
+                        m.topic(),
+                        m.partition(),
+                        m.offset()
+                    ));
+                }
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => pending -= 1,
                 _ => {}
             }
         }
-        pending == 0
+        if pending == 0 {
+            Ok(())
+        } else {
+            Err(format!("{pending} partition(s) gave no end within {timeout:?}"))
+        }
+    }
+
+    /// A world over topics that exist already (to look at a previous run).
+    pub fn existing(prefix: &str) -> World {
+        World {
+            prefix: prefix.into(),
+            dir: std::env::temp_dir(),
+            signers: PathBuf::new(),
+            audit_key: PathBuf::new(),
+            finance_key: PathBuf::new(),
+            rogue_key: PathBuf::new(),
+            codec: Codec::from_env().expect("codec"),
+            probe: std::sync::OnceLock::new(),
+            owned: false,
+        }
     }
 }
 
@@ -372,7 +428,9 @@ impl Probe {
 
 impl Drop for World {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.owned {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
