@@ -240,9 +240,7 @@ pub(crate) fn prepare(
                     payload: filler.clone(),
                 },
             )?,
-            Input::Audit => {
-                codec.encode(&input, "evalstream.audit.AuditEvent", &audit::event(i, &filler))?
-            }
+            Input::Audit => codec.encode_record(&input, &audit::event(i, &filler))?,
         };
         let mut rec = BaseRecord::<[u8], [u8]>::to(&input).key(key.as_bytes()).payload(&bytes);
         loop {
