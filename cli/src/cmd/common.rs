@@ -468,21 +468,6 @@ pub fn headers_json<H: Headers>(headers: Option<&H>) -> Value {
     )
 }
 
-/// Formats milliseconds since the Unix epoch as RFC 3339 UTC (`2024-05-01T10:00:00.123Z`) for
-/// the human views; the JSON views keep the number.
-pub fn format_millis(ms: i64) -> String {
-    let (year, month, day) =
-        evalstream_audit::registry::rfc3339::civil_from_days(ms.div_euclid(86_400_000));
-    let rem = ms.rem_euclid(86_400_000);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000
-    )
-}
-
 /// Writes one line to stdout. `Ok(false)` means the reader went away (`| head`): the command
 /// should stop quietly, as Unix tools do, instead of failing.
 pub fn emit(out: &mut impl Write, line: &str) -> std::io::Result<bool> {
@@ -526,14 +511,5 @@ mod tests {
         assert_eq!(bytes_json(Some(b"abc")), json!("abc"));
         assert_eq!(bytes_json(Some(&[0xff, 0x00])), json!({"base64": "/wA="}));
         assert_eq!(bytes_json(None), Value::Null);
-    }
-
-    #[test]
-    fn millis_format_as_rfc3339() {
-        assert_eq!(format_millis(0), "1970-01-01T00:00:00.000Z");
-        // date -u -d @951825600.5 +%FT%T.%3NZ  →  2000-02-29T12:00:00.500Z
-        assert_eq!(format_millis(951_825_600_500), "2000-02-29T12:00:00.500Z");
-        assert_eq!(format_millis(1_714_557_600_123), "2024-05-01T10:00:00.123Z");
-        assert_eq!(format_millis(-1), "1969-12-31T23:59:59.999Z");
     }
 }

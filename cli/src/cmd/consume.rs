@@ -21,6 +21,7 @@
 //! `{"base64": "..."}`; a header name that repeats maps to an array. `produce --envelope` reads
 //! exactly this shape back.
 
+use evalstream_runtime::time::format_rfc3339_ms_aligned;
 use std::collections::BTreeSet;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -38,8 +39,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::common::{
-    base64_encode, bytes_json, emit, format_millis, headers_json, load_config, ReadOptions,
-    StartAt, TopicReader,
+    base64_encode, bytes_json, emit, headers_json, load_config, ReadOptions, StartAt, TopicReader,
 };
 
 /// Output format.
@@ -279,7 +279,7 @@ impl RecordJson {
         let mut s = format!("{}/{}", self.partition, self.offset);
         if let Some(ts) = self.timestamp {
             s.push(' ');
-            s.push_str(&format_millis(ts));
+            s.push_str(&format_rfc3339_ms_aligned(ts));
         }
         s.push_str(&format!(" key={}", compact(&self.key)));
         s.push(' ');

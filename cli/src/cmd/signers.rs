@@ -22,11 +22,11 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
-use evalstream_audit::registry::rfc3339::{format_rfc3339_ms, parse_rfc3339_ms};
 use evalstream_audit::registry::{Registry, SignerEntry};
 use evalstream_audit::signer::{
     derive_kid, public_key_spki_der, KmsConfig, KmsSigner, LocalKeySigner, Signer as _, SignerKind,
 };
+use evalstream_runtime::time::{format_rfc3339_ms, parse_rfc3339_ms};
 
 use super::common::emit;
 

@@ -23,8 +23,6 @@
 //!
 //! The file format, with an example, is in `docs/signing.md`.
 
-pub mod rfc3339;
-
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::signer::{validate_kid, SignerKind, VerifyError, ALGORITHM_ECDSA_P256_SHA256};
-use rfc3339::{format_rfc3339_ms, parse_rfc3339_ms};
+use evalstream_runtime::time::{format_rfc3339_ms, parse_rfc3339_ms};
 
 /// The `version` this code reads and writes. A file with another version is refused rather than
 /// half-understood.

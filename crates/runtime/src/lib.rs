@@ -37,4 +37,5 @@ pub mod record;
 pub mod state;
 pub mod telemetry;
 pub mod testkit;
+pub mod time;
 pub mod topology;

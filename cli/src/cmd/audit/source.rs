@@ -15,6 +15,7 @@
 //! end-of-partition event; nothing is committed anywhere, so verifying never disturbs the
 //! processors. Progress goes to stderr about once a second on long reads.
 
+use evalstream_runtime::time::format_rfc3339_ms_aligned;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -36,7 +37,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use super::TimeBasis;
-use crate::cmd::common::{format_millis, partition_ids, METADATA_TIMEOUT};
+use crate::cmd::common::{partition_ids, METADATA_TIMEOUT};
 
 /// First look-back when searching for the checkpoint before a range, in records; grows 4× per
 /// attempt. Checkpoints come every `checkpoint_every` entries (1000 by default) or sooner.
@@ -261,12 +262,13 @@ impl<'a> Broker<'a> {
             codec: self.codec,
             basis,
         };
-        let located = locate_time(&mut probe, time_ms, low, end, hint)
-            .with_context(|| format!("locating {} in partition {p}", format_millis(time_ms)))?;
+        let located = locate_time(&mut probe, time_ms, low, end, hint).with_context(|| {
+            format!("locating {} in partition {p}", format_rfc3339_ms_aligned(time_ms))
+        })?;
         Ok(LocatedBound {
             bound,
             time_ms,
-            time: format_millis(time_ms),
+            time: format_rfc3339_ms_aligned(time_ms),
             basis: match basis {
                 TimeBasis::Event => "event",
                 TimeBasis::Log => "log",
