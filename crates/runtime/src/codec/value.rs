@@ -18,7 +18,6 @@ use std::fmt;
 use apache_avro::schema::{Name, RecordSchema, UnionSchema};
 use apache_avro::types::Value;
 use apache_avro::Schema;
-use base64::Engine as _;
 use serde_json::Value as Json;
 
 use super::error::CodecError;
@@ -591,11 +590,7 @@ impl JsonReader<'_> {
             (Json::String(s), Mode::Friendly) => Some(Ok(s.as_bytes().to_vec())),
             (Json::Object(o), _) if o.len() == 1 => {
                 let b64 = o.get("base64")?.as_str()?;
-                Some(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(b64)
-                        .map_err(|e| Mismatch::new(path, format!("invalid base64: {e}"))),
-                )
+                Some(crate::b64::decode(b64).map_err(|e| Mismatch::new(path, e.to_string())))
             }
             _ => None,
         }
@@ -684,10 +679,7 @@ impl JsonReader<'_> {
 pub fn avro_to_json(value: &Value) -> Json {
     let b64 = |b: &[u8]| {
         let mut o = serde_json::Map::new();
-        o.insert(
-            "base64".into(),
-            Json::String(base64::engine::general_purpose::STANDARD.encode(b)),
-        );
+        o.insert("base64".into(), Json::String(crate::b64::encode(b)));
         Json::Object(o)
     };
     let float = |f: f64| {
