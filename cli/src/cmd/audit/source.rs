@@ -24,7 +24,7 @@ use evalstream_audit::offline::bounds::{Bound, OffsetRange};
 use evalstream_audit::offline::range::{anchor_candidates, PartitionReport, RangeCheck};
 use evalstream_audit::offline::search::{locate_time, OffsetProbe, Probe};
 use evalstream_audit::records::{ChainRecord, ChainRecordBody, VerificationResult};
-use evalstream_audit::registry::Registry;
+use evalstream_audit::trust::SignerRegistry;
 use evalstream_audit::CHAIN_TOPIC;
 use evalstream_runtime::codec::Codec;
 use evalstream_runtime::config::RuntimeConfig;
@@ -335,7 +335,7 @@ impl<'a> Broker<'a> {
     pub fn read_range(
         &self,
         resolved: &Resolved,
-        registry: Option<&Registry>,
+        registry: Option<&SignerRegistry>,
         progress: &mut Progress,
         sink: &mut Sink<'_>,
     ) -> anyhow::Result<PartitionReport> {
@@ -375,7 +375,7 @@ impl<'a> Broker<'a> {
         &self,
         p: u32,
         range: OffsetRange,
-        registry: Option<&Registry>,
+        registry: Option<&SignerRegistry>,
         sink: &mut Sink<'_>,
     ) -> anyhow::Result<(RangeCheck, i64)> {
         let (low, high) = self.watermarks(p)?;

@@ -24,7 +24,7 @@ use evalstream_audit::offline::range::{PartitionReport, RangeCheck, RangeStatus}
 use evalstream_audit::records::{
     ChainRecord, ChainRecordBody, VerificationResult, VerificationStatus,
 };
-use evalstream_audit::registry::Registry;
+use evalstream_audit::trust::SignerRegistry;
 use evalstream_runtime::codec::Codec;
 use serde::Serialize;
 
@@ -148,7 +148,7 @@ fn document(
 fn verify_broker(
     config: Option<&Path>,
     args: &Args,
-    registry: Option<&Registry>,
+    registry: Option<&SignerRegistry>,
 ) -> anyhow::Result<Document> {
     let cfg = load_config(config)?;
     let codec = Codec::from_env().context("loading schemas")?;
@@ -187,7 +187,7 @@ fn archive_finding(partition: u32, seq: Option<u64>, detail: String) -> Verifica
 
 fn verify_archive(
     path: &Path,
-    registry: Option<&Registry>,
+    registry: Option<&SignerRegistry>,
     quiet: bool,
 ) -> anyhow::Result<Document> {
     let mut checks: BTreeMap<u32, RangeCheck> = BTreeMap::new();
