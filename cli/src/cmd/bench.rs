@@ -13,6 +13,7 @@
 //! medians (target: eos ≥ 0.7 × raw). This is a benchmark, not a test: it asserts nothing.
 
 mod audit;
+mod dispatch;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ pub enum Suite {
     AuditVerify,
     /// In-process cost per event of canonicalize + hash + Merkle append + encode (ns/event).
     AuditHash,
+    /// In-process cost per record of the totals processor called directly next to through
+    /// `Box<dyn Processor>` (how registered processors run).
+    Dispatch,
 }
 
 /// Arguments of `evalstream bench`.
@@ -76,8 +80,10 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.records > 0 && args.runs > 0, "--records and --runs must be positive");
     let base = RuntimeConfig::load(config)?;
     let codec = Codec::from_env()?;
-    if args.suite == Suite::AuditHash {
-        return audit::hash_cost(&codec, &args);
+    match args.suite {
+        Suite::AuditHash => return audit::hash_cost(&codec, &args),
+        Suite::Dispatch => return dispatch::dispatch_cost(&codec, &args),
+        _ => {}
     }
     let (raw_name, eos_name) = match args.suite {
         Suite::AuditVerify => ("raw consume", "audit verify"),
@@ -123,7 +129,7 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
                 (raw, eos)
             }
             Suite::AuditVerify => audit::verify_rates(&base, &codec, &args)?,
-            Suite::AuditHash => unreachable!("handled above"),
+            Suite::AuditHash | Suite::Dispatch => unreachable!("handled above"),
         };
         eprintln!("run {}: {raw_name:<17} {raw:>10.0} records/s", run + 1);
         eprintln!("run {}: {eos_name:<17} {eos:>10.0} records/s", run + 1);
