@@ -94,6 +94,9 @@ pub struct Args {
     /// Length of each latency run in seconds (totals suite; 0 skips the latency runs).
     #[arg(long, default_value_t = 10.0)]
     pub latency_seconds: f64,
+    /// Input rate of the latency runs, records/s (default: half of each system's median rate).
+    #[arg(long)]
+    pub latency_rate: Option<f64>,
     /// JVM heap of the Kafka Streams peer (`-Xmx`).
     #[arg(long, default_value = "512m")]
     pub peer_heap: String,

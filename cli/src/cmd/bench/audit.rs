@@ -158,6 +158,9 @@ pub(super) fn chain(
         }
         chain.runs.push(f);
     }
+    if let Some(endpoint) = &args.kms_endpoint {
+        kms::stop_recording(endpoint)?;
+    }
     let ratio = chain.rate() / raw.rate();
     report.ratios.push(("audit-chain ÷ raw (records/s)".into(), ratio));
     let per_checkpoint =
@@ -322,6 +325,14 @@ mod kms {
     /// recording from now on).
     pub(super) fn start_recording(endpoint: &str) -> anyhow::Result<()> {
         let url = format!("{}/moto-api/recorder/start-recording", endpoint.trim_end_matches('/'));
+        let r = reqwest::blocking::Client::new().post(&url).send()?;
+        anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
+        Ok(())
+    }
+
+    /// Turns the recorder off again (the recording stays on the server's disk).
+    pub(super) fn stop_recording(endpoint: &str) -> anyhow::Result<()> {
+        let url = format!("{}/moto-api/recorder/stop-recording", endpoint.trim_end_matches('/'));
         let r = reqwest::blocking::Client::new().post(&url).send()?;
         anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
         Ok(())

@@ -126,11 +126,18 @@ pub(crate) fn run(
         }
     }
     let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-    let latencies: Vec<f64> = seen
+    // (input timestamp, visible at) of every measured record, in send order: written next to
+    // the child logs, so a latency that grows during the run (a backlog) can be told from a
+    // steady one.
+    let mut pairs: Vec<(i64, i64)> = seen
         .iter()
         .filter(|((_, offset), _)| *offset > 0)
-        .filter_map(|(src, at)| sent_at.get(src).map(|ts| (*at - *ts) as f64))
+        .filter_map(|(src, at)| sent_at.get(src).map(|ts| (*ts, *at)))
         .collect();
+    pairs.sort_unstable();
+    let tsv: String = pairs.iter().map(|(ts, at)| format!("{ts}\t{at}\t{}\n", at - ts)).collect();
+    let _ = std::fs::write(ctx.log(&format!("latency-{}", kind_name(kind))), tsv);
+    let latencies: Vec<f64> = pairs.iter().map(|(ts, at)| (at - ts) as f64).collect();
     anyhow::ensure!(!latencies.is_empty(), "no latency measured");
     Ok(LatencyFigures {
         system: kind_name(kind).into(),

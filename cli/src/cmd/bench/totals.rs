@@ -180,7 +180,8 @@ pub(crate) fn run(
     if args.latency_seconds > 0.0 {
         for kind in [Kind::Evalstream, Kind::KafkaStreams] {
             let Some(r) = rate(kind) else { continue };
-            let l = latency::run(ctx, base, codec, args, kind, peer.as_ref(), r / 2.0)?;
+            let r = args.latency_rate.unwrap_or(r / 2.0);
+            let l = latency::run(ctx, base, codec, args, kind, peer.as_ref(), r)?;
             eprintln!(
                 "latency {}: p50 {:.1} ms, p99 {:.1} ms at {:.0} records/s",
                 kind.name(),
