@@ -17,7 +17,11 @@
 #   tier 4: the Tansu tier: the broker tests listed in integration-tests/tansu-tier.txt, again,
 #           on Tansu with EVALSTREAM_TEST_BROKER=tansu (Tansu shows aborted transactional
 #           records to read_committed readers; the tests read the variable to know it)
-#   then:   the audit parity vectors in Python, and the quick start (demo.sh --once)
+#   then:   a short run of every benchmark suite (evalstream bench: totals with the Kafka
+#           Streams peer, audit-chain with KMS Sign calls counted on moto, audit-verify,
+#           audit-hash, restore) so the benchmarks cannot rot: small record counts, one run, no
+#           timing assertions, only "it ran, its outputs verified, it printed the table";
+#           the audit parity vectors in Python, and the quick start (demo.sh --once)
 #
 # Only the registry tests see the registry: EVALSTREAM_TEST_REGISTRY_URL is not
 # SCHEMA_REGISTRY_URL, so every other test keeps the single-object encoding.
@@ -105,6 +109,25 @@ if [[ "${TANSU_TIER:-1}" != 0 ]]; then
         rm -f "$out"
     done <integration-tests/tansu-tier.txt
 fi
+
+echo "== benchmarks, short (each suite runs and prints its table; no timing is asserted)"
+bench_log=$(mktemp -d)
+bench() {
+    local name=$1
+    shift
+    local t0=$SECONDS
+    cargo run -q -p evalstream -- bench --log-dir "$bench_log/$name" "$@" >"$bench_log/$name.out" 2>"$bench_log/$name.err" \
+        || { tail -n 30 "$bench_log/$name.err" >&2; echo "bench $name failed" >&2; exit 1; }
+    cat "$bench_log/$name.out"
+    grep -q '^issue 8 target\|ns/event' "$bench_log/$name.out" || { echo "bench $name printed no table" >&2; exit 1; }
+    echo "-- bench $name: $((SECONDS - t0)) s"
+}
+bench totals --suite totals --peer kafka-streams --records 20000 --runs 1 --latency-seconds 2
+bench audit-chain --suite audit-chain --records 5000 --runs 1 --kms-endpoint "$MOTO_URL"
+bench audit-verify --suite audit-verify --records 5000 --runs 1
+bench audit-hash --suite audit-hash --records 2000 --runs 1
+bench restore --suite restore --records 50000 --runs 1
+rm -rf "$bench_log"
 
 echo "== parity vectors (independent Python implementation)"
 python3 tools/verify_audit_vectors.py
