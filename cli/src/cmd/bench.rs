@@ -295,8 +295,12 @@ pub(crate) fn create_topics(
     for t in topics {
         loop {
             let md = meta.fetch_metadata(Some(t), Duration::from_secs(5))?;
+            // Every partition listed with an elected leader: before that, fetches and
+            // watermark queries answer NotLeaderForPartition.
             let ok = md.topics().first().is_some_and(|x| {
-                x.error().is_none() && x.partitions().len() == partitions as usize
+                x.error().is_none()
+                    && x.partitions().len() == partitions as usize
+                    && x.partitions().iter().all(|p| p.error().is_none() && p.leader() >= 0)
             });
             if ok {
                 break;

@@ -50,11 +50,27 @@ impl Probe {
         let consumer: BaseConsumer = kafka::base(cfg).create()?;
         let mut probe =
             Probe::EndOffsets { consumer, topic: topic.to_string(), partitions, base: 0 };
-        let base = probe.progress()? as i64;
+        let base = probe.progress_retrying(Duration::from_secs(30))? as i64;
         if let Probe::EndOffsets { base: b, .. } = &mut probe {
             *b = base;
         }
         Ok(probe)
+    }
+
+    /// [`Probe::progress`], retrying transient errors (a leader moving, a coordinator
+    /// loading) for up to `within`.
+    pub(crate) fn progress_retrying(&self, within: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.progress() {
+                Ok(n) => return Ok(n),
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("progress probe: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Records done so far.
@@ -113,7 +129,7 @@ pub(crate) fn measure(
     let mut first: Option<(Instant, u64, Usage)> = None;
     loop {
         child.ensure_running(log)?;
-        let done = probe.progress()?;
+        let done = probe.progress_retrying(Duration::from_secs(30))?;
         let now = Instant::now();
         if done > 0 && first.is_none() {
             first = Some((now, done, child.sample()));
