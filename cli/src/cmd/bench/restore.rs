@@ -119,13 +119,13 @@ fn fill(
         written += 1;
         let n = &mut per_partition[p as usize];
         *n += 1;
-        if *n % BATCH == 0 {
+        if n.is_multiple_of(BATCH) {
             send(&marker_key, &marker(p, *n as i64)?, p)?;
             written += 1;
         }
     }
     for (p, n) in per_partition.iter().enumerate() {
-        if n % BATCH != 0 {
+        if !n.is_multiple_of(BATCH) {
             send(&marker_key, &marker(p as i32, *n as i64)?, p as i32)?;
             written += 1;
         }
