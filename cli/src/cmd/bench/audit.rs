@@ -1,7 +1,7 @@
 //! The audit benchmarks of `evalstream bench`.
 //!
-//! * `--suite audit-chain`: `evalstream run audit-chain` (a child process, a fresh group per
-//!   run) next to the raw pass-through worker over the same pre-filled `audit.events`. With
+//! * `--suite audit-chain`: `evalstream run audit-chain` (a child process) next to the raw
+//!   pass-through worker over the same pre-filled `audit.events` (fresh topics per round). With
 //!   `--kms-endpoint` (moto, `deploy/local/moto.sh`) every run signs with its own KMS key and the
 //!   Sign calls for that key are counted from moto's request recorder, an observer outside
 //!   evalstream, against the signed checkpoints found in the run's `audit.chain` output.
@@ -117,13 +117,16 @@ pub(super) fn chain(
     if let Some(endpoint) = &args.kms_endpoint {
         kms::start_recording(endpoint)?;
     }
-    eprintln!("filling audit.events with {records} records");
-    let cfg = prepare(base, codec, args, Input::Audit)?;
-    let input = cfg.topic("audit.events");
     let mut raw = SystemFigures::new("raw pass-through");
     let mut chain = SystemFigures::new("audit-chain exactly-once");
     let (mut calls, mut checkpoints) = (0u64, 0u64);
     for run in 1..=args.runs {
+        // A fresh input and audit.chain per round: the chain processor resumes from what its
+        // outputs prove, so a second run on the same audit.chain would find everything chained
+        // already and process nothing. Raw pass-through reads the same input as the chain.
+        eprintln!("run {run}: filling audit.events with {records} records");
+        let cfg = prepare(base, codec, args, Input::Audit)?;
+        let input = cfg.topic("audit.events");
         let label = format!("{run}");
         let out = cfg.topic(&format!("raw.{label}.output"));
         create_topics(&cfg, std::slice::from_ref(&out), args.partitions)?;
