@@ -177,6 +177,25 @@ impl Ctx {
         })
     }
 
+    /// Creates `processor`'s internal topics (changelog, DLQ, retry) for consumer group `group`
+    /// the way the engine does, and waits for their partition leaders. The engine would create
+    /// them itself, but its restore reads the changelog's watermarks right after creating it
+    /// and stops on the NotLeaderForPartition a just-created topic can answer (seen on Apache
+    /// Kafka 4.4 under load); creating them here keeps that start-up race out of the benchmark.
+    pub(crate) fn ensure_internal_topics<P: evalstream_runtime::processor::Processor>(
+        &self,
+        processor: &P,
+        cfg: &RuntimeConfig,
+        group: &str,
+        partitions: i32,
+    ) -> anyhow::Result<()> {
+        let mut cfg = cfg.clone();
+        cfg.group_id = Some(group.to_string());
+        let names = evalstream_runtime::engine::TopicNames::new(&cfg, processor);
+        evalstream_runtime::engine::ensure_internal_topics(&cfg, &names)?;
+        wait_for_leaders(&cfg, std::slice::from_ref(&names.changelog), partitions)
+    }
+
     /// `evalstream run <processor>` under `cfg`'s prefix, in consumer group `group`.
     pub(crate) fn processor_command(
         &self,
@@ -290,6 +309,15 @@ pub(crate) fn create_topics(
     for r in rt.block_on(admin.create_topics(&new, &AdminOptions::new()))? {
         r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
     }
+    wait_for_leaders(cfg, topics, partitions)
+}
+
+/// Waits until the metadata shows every partition of `topics` with an elected leader.
+pub(crate) fn wait_for_leaders(
+    cfg: &RuntimeConfig,
+    topics: &[String],
+    partitions: i32,
+) -> anyhow::Result<()> {
     let meta: BaseConsumer = kafka::base(cfg).create()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     for t in topics {

@@ -60,6 +60,8 @@ fn start_chain(
     let output = cfg.topic("audit.chain");
     let start = verify::end_offsets(cfg, &output, args.partitions)?;
     let probe = Probe::committed(cfg, &group, &cfg.topic("audit.events"), args.partitions)?;
+    let chain = evalstream_audit_chain::AuditChain::new(Default::default(), None, None);
+    ctx.ensure_internal_topics(&chain, cfg, &group, args.partitions)?;
     let mut cmd = ctx.processor_command("audit-chain", cfg, &group);
     let signing = match &args.kms_endpoint {
         Some(endpoint) => {

@@ -88,6 +88,7 @@ pub(crate) fn start(
             let group = format!("{}evalstream.totals.{label}", cfg.topic_prefix);
             let output = cfg.topic(evalstream_totals::OUTPUT);
             let start = verify::end_offsets(cfg, &output, partitions)?;
+            ctx.ensure_internal_topics(&evalstream_totals::Totals, cfg, &group, partitions)?;
             let probe = Probe::committed(cfg, &group, &input, partitions)?;
             (ctx.processor_command("totals", cfg, &group), probe, output, start)
         }
