@@ -145,26 +145,41 @@ impl Report {
             println!("{}", serde_json::to_string_pretty(self).unwrap_or_default());
             return;
         }
-        println!(
-            "suite {}: {} records/run of ~{} bytes, {} partitions, {} runs each (alternating)",
-            self.suite, self.records, self.record_bytes, self.partitions, self.runs
-        );
+        if self.suite == "restore" {
+            println!(
+                "suite restore: a changelog of {} keys, {} partitions, {} runs each (alternating)",
+                self.records, self.partitions, self.runs
+            );
+        } else {
+            println!(
+                "suite {}: {} records/run of ~{} bytes, {} partitions, {} runs each (alternating)",
+                self.suite, self.records, self.record_bytes, self.partitions, self.runs
+            );
+        }
         println!("load average at start: {}   at end: {}", self.load_start, self.load_end);
         if !self.systems.is_empty() {
             println!();
             println!(
-                "{:<22} {:>12} {:>10} {:>10} {:>12} {:>10}  runs (records/s)",
+                "{:<26} {:>12} {:>10} {:>10} {:>12} {:>10}  runs (records/s)",
                 "system", "records/s", "peak MiB", "CPU s", "CPU µs/rec", "start s"
             );
+            // In-process measurements (restore) have no process figures: shown as "-".
+            let cell = |v: f64, width: usize, digits: usize| {
+                if v > 0.0 {
+                    format!("{v:>width$.digits$}")
+                } else {
+                    format!("{:>width$}", "-")
+                }
+            };
             for s in &self.systems {
                 println!(
-                    "{:<22} {:>12.0} {:>10.1} {:>10.2} {:>12.1} {:>10.1}  {}",
+                    "{:<26} {:>12.0} {} {} {} {}  {}",
                     s.name,
                     s.rate(),
-                    s.median_of(|r| r.peak_rss_mib),
-                    s.median_of(|r| r.cpu_s),
-                    s.median_of(|r| r.cpu_us_per_record),
-                    s.median_of(|r| r.startup_s),
+                    cell(s.median_of(|r| r.peak_rss_mib), 10, 1),
+                    cell(s.median_of(|r| r.cpu_s), 10, 2),
+                    cell(s.median_of(|r| r.cpu_us_per_record), 12, 1),
+                    cell(s.median_of(|r| r.startup_s), 10, 1),
                     fmt_rates(&s.runs.iter().map(|r| r.rate).collect::<Vec<_>>())
                 );
             }
