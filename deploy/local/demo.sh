@@ -26,8 +26,13 @@ mkdir -p "$logs"
 
 # Left running afterwards (like a development database): the next demo or test run reuses it.
 KAFKA_PORT="${KAFKA_BOOTSTRAP_SERVERS##*:}" deploy/local/broker.sh start
-cargo build --quiet -p evalstream
-bin="${CARGO_TARGET_DIR:-target}/debug/evalstream"
+# EVALSTREAM_BIN (set by test.sh): a binary already built from this checkout.
+if [[ -n "${EVALSTREAM_BIN:-}" ]]; then
+    bin="$EVALSTREAM_BIN"
+else
+    cargo build --quiet -p evalstream
+    bin="${CARGO_TARGET_DIR:-target}/debug/evalstream"
+fi
 
 echo "== topology (prefix $EVALSTREAM_TOPIC_PREFIX)"
 "$bin" topology apply
