@@ -83,6 +83,15 @@ echo "== schema fingerprint vectors (Java Avro and fastavro)"
 tools/schema_fingerprints.sh --check
 echo "== build"
 cargo build --workspace --all-targets --features evalstream-integration-tests/broker
+# The broker tests and the demo run `evalstream` as a subprocess. Where several checkouts share one
+# CARGO_TARGET_DIR, <target>/debug/evalstream is whichever checkout built last, and can change in
+# the middle of a run; a private copy of this checkout's binary keeps the run self-consistent.
+if [[ -z "${EVALSTREAM_BIN:-}" ]]; then
+    EVALSTREAM_BIN="$(mktemp -d)/evalstream"
+    cp "${CARGO_TARGET_DIR:-target}/debug/evalstream" "$EVALSTREAM_BIN"
+    export EVALSTREAM_BIN
+    started+=("rm -rf '$(dirname "$EVALSTREAM_BIN")'")
+fi
 echo "== tests (unit + broker; $EVALSTREAM_TEST_BROKER at $KAFKA_BOOTSTRAP_SERVERS, registry at $EVALSTREAM_TEST_REGISTRY_URL, KMS at $MOTO_URL)"
 cargo test --workspace --features evalstream-integration-tests/broker -- --test-threads=2
 
