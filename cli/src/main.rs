@@ -4,8 +4,9 @@
 //! synchronously on the main thread; `run` builds a tokio runtime for the operator endpoints and
 //! signal handling and runs the exactly-once loop on a dedicated thread.
 
+mod audit_gauges;
 mod cmd;
-mod registry;
+mod processors;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

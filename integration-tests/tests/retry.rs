@@ -41,8 +41,8 @@ impl Processor for Settle {
         };
         let (kind, id) = key.split_once(':').ok_or_else(|| ProcessError::Invalid(key.clone()))?;
         match kind {
-            "A" => ctx.state().put(id.as_bytes(), b"declared".to_vec()),
-            "S" if ctx.state().get(id.as_bytes()).is_some() => {
+            "A" => ctx.state().put_bytes(id, b"declared".to_vec()),
+            "S" if ctx.state().contains(id) => {
                 let v = Value::Record(vec![
                     ("key".into(), Value::String(key.clone())),
                     ("amount".into(), Value::Long(input.attempt as i64)),

@@ -35,7 +35,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use apache_avro::types::Value;
 use evalstream_runtime::codec::Codec;
 use evalstream_runtime::config::RuntimeConfig;
 use evalstream_runtime::kafka;
@@ -351,12 +350,12 @@ pub(crate) fn input_record(
     Ok(match kind {
         Input::Totals => {
             let (key, amount) = totals_input(i);
-            let value = Value::Record(vec![
-                ("key".into(), Value::String(key.clone())),
-                ("amount".into(), Value::Long(amount)),
-                ("payload".into(), Value::String(filler.to_string())),
-            ]);
-            (key, codec.encode(input, evalstream_totals::INPUT_SCHEMA, &value)?)
+            let value = evalstream_totals::TotalsInput {
+                key: key.clone(),
+                amount,
+                payload: filler.to_string(),
+            };
+            (key, codec.encode_record(input, &value)?)
         }
         Input::Audit => (
             format!("key-{}", i % TOTALS_KEYS),

@@ -11,7 +11,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use apache_avro::types::Value;
 use evalstream_runtime::codec::Codec;
 use evalstream_runtime::config::RuntimeConfig;
 use evalstream_runtime::kafka;
@@ -34,31 +33,14 @@ pub(crate) struct Update {
 
 impl Update {
     pub(crate) fn decode(codec: &Codec, bytes: &[u8]) -> anyhow::Result<Update> {
-        let d = codec.decode(bytes)?;
-        anyhow::ensure!(
-            d.schema_name == evalstream_totals::OUTPUT_SCHEMA,
-            "output has schema {}",
-            d.schema_name
-        );
-        let Value::Record(fields) = d.value else { anyhow::bail!("output is not a record") };
-        let mut u = Update {
-            key: String::new(),
-            amount: 0,
-            total: 0,
-            source_partition: -1,
-            source_offset: -1,
-        };
-        for (name, v) in fields {
-            match (name.as_str(), v) {
-                ("key", Value::String(s)) => u.key = s,
-                ("amount", Value::Long(x)) => u.amount = x,
-                ("total", Value::Long(x)) => u.total = x,
-                ("source_partition", Value::Int(x)) => u.source_partition = x,
-                ("source_offset", Value::Long(x)) => u.source_offset = x,
-                _ => {}
-            }
-        }
-        Ok(u)
+        let u: evalstream_totals::TotalsUpdate = codec.decode_record(bytes)?;
+        Ok(Update {
+            key: u.key,
+            amount: u.amount,
+            total: u.total,
+            source_partition: u.source_partition,
+            source_offset: u.source_offset,
+        })
     }
 }
 

@@ -25,12 +25,12 @@ mod fingerprint;
 mod registry;
 mod store;
 mod value;
+mod writer;
 
 use std::sync::Arc;
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
-use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 
 pub use error::{CodecError, DecodeError};
@@ -42,6 +42,8 @@ pub use store::{SchemaStore, StoredSchema, HISTORY_DIR};
 pub use value::{avro_to_json, example_value, json_to_avro};
 
 use registry::Registry;
+
+use crate::record::{self, Record, RecordError};
 
 /// First two bytes of Avro single-object encoding (marker 0xC3, format version 0x01).
 pub const SINGLE_OBJECT_MARKER: [u8; 2] = [0xC3, 0x01];
@@ -195,6 +197,18 @@ impl Codec {
         self.frame(topic, stored, &value)
     }
 
+    /// Encodes a typed record with the current version of `T::SCHEMA` (see [`crate::record`]).
+    pub fn encode_record<T: Record>(&self, topic: &str, value: &T) -> Result<Vec<u8>, RecordError> {
+        Ok(self.encode(topic, T::SCHEMA, &record::to_avro(value)?)?)
+    }
+
+    /// Decodes record bytes into a typed record; a record of another schema is
+    /// [`RecordError::WrongSchema`].
+    pub fn decode_record<T: Record>(&self, bytes: &[u8]) -> Result<T, RecordError> {
+        let decoded = self.decode(bytes)?;
+        record::decode_value(&decoded.schema_name, &decoded.value)
+    }
+
     fn stored(&self, schema_name: &str) -> Result<&StoredSchema, CodecError> {
         self.inner
             .store
@@ -313,19 +327,17 @@ fn single_object_header(fingerprint: u64) -> [u8; SINGLE_OBJECT_HEADER_LEN] {
     header
 }
 
+/// `header` then the Avro encoding of a conformed `value` (see [`writer`]: map entries in key
+/// order, so equal values always give equal bytes).
 fn write_framed(
     stored: &StoredSchema,
     value: &Value,
     header: &[u8],
 ) -> Result<Vec<u8>, CodecError> {
-    let avro = |e: apache_avro::Error| CodecError::Avro {
-        schema: stored.full_name().to_string(),
-        message: e.to_string(),
-    };
-    let writer = GenericDatumWriter::builder(stored.schema()).build().map_err(avro)?;
     let mut out = Vec::with_capacity(header.len() + 64);
     out.extend_from_slice(header);
-    writer.write_value_ref(&mut out, value).map_err(avro)?;
+    writer::write_value(&mut out, value)
+        .map_err(|message| CodecError::Avro { schema: stored.full_name().to_string(), message })?;
     Ok(out)
 }
 

@@ -16,6 +16,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+use apache_avro::types::Value;
 use apache_avro::Schema;
 use serde_json::Value as Json;
 
@@ -303,6 +304,16 @@ impl SchemaStore {
     /// The current version of a schema with its metadata (fingerprint, version, path).
     pub fn current(&self, name: &str) -> Option<&StoredSchema> {
         self.inner.current.get(name).map(|&i| &*self.inner.entries[i])
+    }
+
+    /// `value` checked strictly against the current version of `name` and shaped the way the
+    /// Avro writer needs it (union branches chosen, enum indexes set, defaults filled): what
+    /// [`super::Codec::encode`] writes, before framing. Errors name the field path.
+    pub fn conform(&self, name: &str, value: &Value) -> Result<Value, CodecError> {
+        let stored =
+            self.current(name).ok_or_else(|| CodecError::UnknownSchema(name.to_string()))?;
+        super::value::conform(stored.schema(), &stored.names, value)
+            .map_err(|m| m.into_error(stored.full_name()))
     }
 
     /// A specific version of a schema (current or history), e.g. to produce old-format data in

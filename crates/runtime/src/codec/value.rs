@@ -63,7 +63,7 @@ impl Names {
         }
     }
 
-    fn lookup(&self, name: &Name, ns: Option<&str>) -> Option<&Schema> {
+    pub(crate) fn lookup(&self, name: &Name, ns: Option<&str>) -> Option<&Schema> {
         self.0.get(&name.fullname(ns))
     }
 }
