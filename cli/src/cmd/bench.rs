@@ -284,6 +284,51 @@ pub(crate) fn totals_input(i: u64) -> (String, i64) {
     (format!("key-{}", i % TOTALS_KEYS), (i % 100) as i64)
 }
 
+/// Deletes every topic under `cfg`'s prefix when dropped: the benchmark's inputs, outputs,
+/// changelogs and the peer's internal topics (all named under the prefix). A suite writes
+/// hundreds of MiB per invocation; left behind, repeated runs fill the broker's disk.
+pub(crate) struct Topics {
+    cfg: RuntimeConfig,
+}
+
+impl Topics {
+    /// Owns the topics under `cfg`'s prefix.
+    pub(crate) fn under(cfg: &RuntimeConfig) -> Topics {
+        Topics { cfg: cfg.clone() }
+    }
+}
+
+impl Drop for Topics {
+    fn drop(&mut self) {
+        if let Err(e) = delete_prefixed(&self.cfg) {
+            eprintln!("could not delete the benchmark's topics {}*: {e:#}", self.cfg.topic_prefix);
+        }
+    }
+}
+
+fn delete_prefixed(cfg: &RuntimeConfig) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        cfg.topic_prefix.contains("bench-"),
+        "refusing to delete outside a bench prefix"
+    );
+    let meta: BaseConsumer = kafka::base(cfg).create()?;
+    let md = meta.fetch_metadata(None, Duration::from_secs(10))?;
+    let names: Vec<String> = md
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .filter(|n| n.starts_with(&cfg.topic_prefix))
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = kafka::base(cfg).create()?;
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(admin.delete_topics(&refs, &AdminOptions::new()))?;
+    Ok(())
+}
+
 /// A config under a fresh random topic prefix (`bench-<hex>.`).
 pub(crate) fn fresh(base: &RuntimeConfig) -> RuntimeConfig {
     let mut cfg = base.clone();

@@ -26,7 +26,7 @@ use evalstream_runtime::reader::TopicReader;
 use super::proc::Measured;
 use super::progress::{self, Probe};
 use super::report::{Report, SystemFigures};
-use super::{create_topics, fmt_rates, median, prepare, verify, Args, Ctx, Input};
+use super::{create_topics, fmt_rates, median, prepare, verify, Args, Ctx, Input, Topics};
 
 /// Audit event `i` with a JSON payload carrying `filler` (so records are about `--record-bytes`).
 pub(super) fn event(i: u64, filler: &str) -> Value {
@@ -128,6 +128,7 @@ pub(super) fn chain(
         // already and process nothing. Raw pass-through reads the same input as the chain.
         eprintln!("run {run}: filling audit.events with {records} records");
         let cfg = prepare(base, codec, args, Input::Audit)?;
+        let _topics = Topics::under(&cfg);
         let input = cfg.topic("audit.events");
         let label = format!("{run}");
         let out = cfg.topic(&format!("raw.{label}.output"));
@@ -192,6 +193,7 @@ pub(super) fn verify(
     let mut report = Report::new("audit-verify", args);
     let records = args.records();
     let cfg = prepare(base, codec, args, Input::Audit)?;
+    let _topics = Topics::under(&cfg);
     let no_kms = Args { kms_endpoint: None, ..args.clone() };
     let (mut child, log, probe, _, _, signing) = start_chain(ctx, &cfg, &no_kms, "build")?;
     progress::measure(&mut child, &log, &probe, records, Duration::from_secs(900))?;

@@ -26,7 +26,7 @@ use super::peer::KafkaStreams;
 use super::report::{quantile, LatencyFigures};
 use super::totals::{start, Kind};
 use super::verify::Update;
-use super::{create_topics, fresh, input_record, Args, Ctx, Input};
+use super::{create_topics, fresh, input_record, Args, Ctx, Input, Topics};
 
 /// Output visibility times: (source partition, source offset) → wall-clock ms.
 type Seen = Arc<Mutex<HashMap<(i32, i64), i64>>>;
@@ -42,6 +42,7 @@ pub(crate) fn run(
     rate: f64,
 ) -> anyhow::Result<LatencyFigures> {
     let cfg = fresh(base);
+    let _topics = Topics::under(&cfg);
     let input = cfg.topic(evalstream_totals::INPUT);
     let partitions = args.partitions;
     create_topics(&cfg, &[input.clone(), cfg.topic(evalstream_totals::OUTPUT)], partitions)?;

@@ -22,7 +22,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::progress::RunFigures;
 use super::report::{Report, SystemFigures};
-use super::{create_topics, fresh, Args};
+use super::{create_topics, fresh, Args, Topics};
 
 /// State entries per transaction in the generated changelog (one marker after each).
 const BATCH: u64 = 10_000;
@@ -32,6 +32,7 @@ pub(crate) fn run(base: &RuntimeConfig, codec: &Codec, args: &Args) -> anyhow::R
     let mut report = Report::new("restore", args);
     let keys = args.records();
     let cfg = fresh(base);
+    let _topics = Topics::under(&cfg);
     let changelog = cfg.topic("bench.restore.changelog");
     create_topics(&cfg, std::slice::from_ref(&changelog), args.partitions)?;
     eprintln!("writing {keys} keys to {changelog}");

@@ -12,7 +12,7 @@ use super::peer::KafkaStreams;
 use super::proc::Measured;
 use super::progress::{self, Probe};
 use super::report::{Report, SystemFigures};
-use super::{create_topics, latency, prepare, verify, Args, Ctx, Input, Peer};
+use super::{create_topics, latency, prepare, verify, Args, Ctx, Input, Peer, Topics};
 
 /// The systems this suite runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +125,7 @@ pub(crate) fn run(
     let records = args.records();
     eprintln!("filling the input with {records} records");
     let cfg = prepare(base, codec, args, Input::Totals)?;
+    let _topics = Topics::under(&cfg);
     let mut kinds = vec![Kind::Raw, Kind::Evalstream];
     if peer.is_some() {
         kinds.push(Kind::KafkaStreams);
