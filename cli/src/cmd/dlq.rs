@@ -34,7 +34,6 @@
 //! `__evalstream.requeued.from` header links it to the DLQ record (which keeps the original
 //! timestamp in `__evalstream.errors.timestamp`).
 
-use evalstream_runtime::time::format_rfc3339_ms_aligned;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -43,13 +42,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use evalstream_runtime::config::RuntimeConfig;
-use evalstream_runtime::headers::{self as h, coordinate};
+use evalstream_runtime::error::ErrorClass;
+use evalstream_runtime::headers::{self as h, coordinate, DeadLetterHeaders, RetryHeaders};
 use evalstream_runtime::kafka::{self, ReaderContext};
+use evalstream_runtime::time::format_rfc3339_ms_aligned;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use serde::Serialize;
 use serde_json::{json, Value};
 use thiserror::Error;
 
@@ -65,24 +65,14 @@ const REQUEUE_BATCH: usize = 500;
 /// How long transaction calls may take before the run gives up.
 const TXN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Headers that describe a record's failure rather than the record itself; requeue removes them
+/// Whether a header describes a record's failure rather than the record itself: the dead-letter
+/// and retry contract of `evalstream_runtime::headers` and `requeued.from`. Requeue removes them
 /// (the requeued record is a fresh first attempt) and sets a new `requeued.from`.
-const STRIPPED_ON_REQUEUE: &[&str] = &[
-    h::ERR_TOPIC,
-    h::ERR_PARTITION,
-    h::ERR_OFFSET,
-    h::ERR_TIMESTAMP,
-    h::ERR_PROCESSOR,
-    h::ERR_CLASS,
-    h::ERR_MESSAGE,
-    h::ERR_ATTEMPTS,
-    h::RETRY_TOPIC,
-    h::RETRY_PARTITION,
-    h::RETRY_OFFSET,
-    h::RETRY_ATTEMPT,
-    h::RETRY_NOT_BEFORE,
-    h::REQUEUED_FROM,
-];
+fn stripped_on_requeue(name: &str) -> bool {
+    DeadLetterHeaders::NAMES.contains(&name)
+        || RetryHeaders::NAMES.contains(&name)
+        || name == h::REQUEUED_FROM
+}
 
 /// `evalstream dlq` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -120,10 +110,11 @@ pub struct RequeueArgs {
     /// A DLQ record as `PARTITION:OFFSET` (repeat for several). Every one must exist.
     #[arg(long, value_parser = parse_dlq_offset)]
     pub offset: Vec<(i32, i64)>,
-    /// Only records of this error class (`deserialization`, `validation`, `not_ready`, ...).
-    /// With `--offset`, both must match.
+    /// Only records of this error class (`deserialization`, `oversized`, `validation`,
+    /// `encoding`, `not_ready`, `retries_exhausted`). With `--offset`, both
+    /// must match.
     #[arg(long)]
-    pub class: Option<String>,
+    pub class: Option<ErrorClass>,
     /// Every record of the DLQ.
     #[arg(long, conflicts_with_all = ["offset", "class"])]
     pub all: bool,
@@ -171,17 +162,6 @@ fn topic_names(cfg: &RuntimeConfig, arg: &str) -> (String, String) {
     (dlq, ledger)
 }
 
-/// Where a dead-lettered record came from, from its error headers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Origin {
-    /// Topic the record was read from.
-    pub topic: String,
-    /// Its partition there, when the header is present and valid.
-    pub partition: Option<i32>,
-    /// Its offset there, when the header is present and valid.
-    pub offset: Option<i64>,
-}
-
 /// One DLQ record, with its error headers parsed. Headers that are missing or malformed become
 /// `None`, never an error: a DLQ is where malformed things end up, and listing it must not fail.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,18 +170,9 @@ pub struct DlqEntry {
     pub dlq_partition: i32,
     /// Offset in the DLQ topic.
     pub dlq_offset: i64,
-    /// Original coordinates (`None` without an `errors.topic` header).
-    pub origin: Option<Origin>,
-    /// Original record timestamp, ms since the epoch.
-    pub timestamp: Option<i64>,
-    /// Processor that gave up.
-    pub processor: Option<String>,
-    /// Error class.
-    pub class: Option<String>,
-    /// Human-readable reason.
-    pub message: Option<String>,
-    /// Processing attempts made.
-    pub attempts: Option<u32>,
+    /// Where it came from and why (`None` without an `errors.topic` header): the runtime's
+    /// dead-letter header contract.
+    pub error: Option<DeadLetterHeaders>,
     /// Original key.
     pub key: Option<Vec<u8>>,
     /// Original value.
@@ -219,32 +190,15 @@ impl DlqEntry {
         value: Option<Vec<u8>>,
         headers: HeaderList,
     ) -> Self {
-        let text = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .and_then(|(_, v)| v.as_deref())
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .map(str::to_string)
-        };
-        let origin = text(h::ERR_TOPIC).filter(|t| !t.is_empty()).map(|topic| Origin {
-            topic,
-            partition: text(h::ERR_PARTITION).and_then(|p| p.parse().ok()).filter(|p| *p >= 0),
-            offset: text(h::ERR_OFFSET).and_then(|o| o.parse().ok()).filter(|o| *o >= 0),
-        });
-        DlqEntry {
-            dlq_partition,
-            dlq_offset,
-            origin,
-            timestamp: text(h::ERR_TIMESTAMP).and_then(|t| t.parse().ok()),
-            processor: text(h::ERR_PROCESSOR),
-            class: text(h::ERR_CLASS),
-            message: text(h::ERR_MESSAGE),
-            attempts: text(h::ERR_ATTEMPTS).and_then(|a| a.parse().ok()),
-            key,
-            value,
-            headers,
-        }
+        let borrowed: Vec<(&str, Option<&[u8]>)> =
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+        let error = DeadLetterHeaders::parse(&borrowed);
+        DlqEntry { dlq_partition, dlq_offset, error, key, value, headers }
+    }
+
+    /// The error class, when the headers name a known one.
+    pub fn class(&self) -> Option<ErrorClass> {
+        self.error.as_ref().and_then(|e| e.class)
     }
 
     fn from_message<M: Message>(m: &M) -> Self {
@@ -265,12 +219,8 @@ impl DlqEntry {
     /// The headers the requeued record carries: the original ones, without the failure
     /// description, plus where it was requeued from.
     pub fn requeue_headers(&self, dlq_topic: &str) -> HeaderList {
-        let mut out: Vec<_> = self
-            .headers
-            .iter()
-            .filter(|(k, _)| !STRIPPED_ON_REQUEUE.contains(&k.as_str()))
-            .cloned()
-            .collect();
+        let mut out: Vec<_> =
+            self.headers.iter().filter(|(k, _)| !stripped_on_requeue(k)).cloned().collect();
         out.push((h::REQUEUED_FROM.to_string(), Some(self.coordinate(dlq_topic).into_bytes())));
         out
     }
@@ -280,13 +230,13 @@ impl DlqEntry {
 #[derive(Debug, Clone, Default)]
 struct Selection {
     offsets: BTreeSet<(i32, i64)>,
-    class: Option<String>,
+    class: Option<ErrorClass>,
 }
 
 impl Selection {
     fn matches(&self, e: &DlqEntry) -> bool {
         (self.offsets.is_empty() || self.offsets.contains(&(e.dlq_partition, e.dlq_offset)))
-            && self.class.as_ref().is_none_or(|c| e.class.as_ref() == Some(c))
+            && self.class.is_none_or(|c| e.class() == Some(c))
     }
 }
 
@@ -313,7 +263,7 @@ fn plan(
     if ledger.contains(&entry.coordinate(dlq_topic)) {
         return Action::AlreadyRequeued;
     }
-    let Some(origin) = &entry.origin else {
+    let Some(origin) = &entry.error else {
         return Action::Unrequeuable(format!("no {} header", h::ERR_TOPIC));
     };
     let Some(ids) = partitions.get(&origin.topic) else {
@@ -385,7 +335,8 @@ fn list(cfg: &RuntimeConfig, args: &ListArgs) -> anyhow::Result<ExitCode> {
     let is_requeued = |e: &DlqEntry| requeued.as_ref().map(|r| r.contains(&e.coordinate(&dlq)));
     let mut by_class: BTreeMap<String, u64> = BTreeMap::new();
     for e in &entries {
-        *by_class.entry(e.class.clone().unwrap_or_else(|| "(none)".to_string())).or_default() += 1;
+        let class = e.class().map_or("(none)", ErrorClass::as_str);
+        *by_class.entry(class.to_string()).or_default() += 1;
     }
     let n_requeued = entries.iter().filter(|e| is_requeued(e) == Some(true)).count();
     let stdout = std::io::stdout();
@@ -394,17 +345,18 @@ fn list(cfg: &RuntimeConfig, args: &ListArgs) -> anyhow::Result<ExitCode> {
         let records: Vec<Value> = entries
             .iter()
             .map(|e| {
+                let err = e.error.as_ref();
                 json!({
                     "dlq_partition": e.dlq_partition,
                     "dlq_offset": e.dlq_offset,
-                    "topic": e.origin.as_ref().map(|o| &o.topic),
-                    "partition": e.origin.as_ref().and_then(|o| o.partition),
-                    "offset": e.origin.as_ref().and_then(|o| o.offset),
-                    "timestamp": e.timestamp,
-                    "processor": e.processor,
-                    "class": e.class,
-                    "message": e.message,
-                    "attempts": e.attempts,
+                    "topic": err.map(|o| &o.topic),
+                    "partition": err.and_then(|o| o.partition),
+                    "offset": err.and_then(|o| o.offset),
+                    "timestamp": err.and_then(|o| o.timestamp),
+                    "processor": err.and_then(|o| o.processor.as_ref()),
+                    "class": e.class().map(ErrorClass::as_str),
+                    "message": err.and_then(|o| o.message.as_ref()),
+                    "attempts": err.and_then(|o| o.attempts),
                     "key": bytes_json(e.key.as_deref()),
                     "value_bytes": e.value.as_ref().map(Vec::len),
                     "requeued": is_requeued(e),
@@ -424,7 +376,8 @@ fn list(cfg: &RuntimeConfig, args: &ListArgs) -> anyhow::Result<ExitCode> {
     } else {
         for e in &entries {
             let mut line = format!("{dlq} {}/{}", e.dlq_partition, e.dlq_offset);
-            match &e.origin {
+            let err = e.error.as_ref();
+            match err {
                 Some(o) => {
                     let p = o.partition.map_or("?".to_string(), |p| p.to_string());
                     let off = o.offset.map_or("?".to_string(), |o| o.to_string());
@@ -432,19 +385,20 @@ fn list(cfg: &RuntimeConfig, args: &ListArgs) -> anyhow::Result<ExitCode> {
                 }
                 None => line.push_str("  from ?"),
             }
-            if let Some(ts) = e.timestamp {
+            if let Some(ts) = err.and_then(|o| o.timestamp) {
                 line.push_str(&format!("  at {}", format_rfc3339_ms_aligned(ts)));
             }
             line.push_str(&format!(
                 "  processor={} class={} attempts={}",
-                e.processor.as_deref().unwrap_or("?"),
-                e.class.as_deref().unwrap_or("?"),
-                e.attempts.map_or("?".to_string(), |a| a.to_string()),
+                err.and_then(|o| o.processor.as_deref()).unwrap_or("?"),
+                e.class().map_or("?", ErrorClass::as_str),
+                err.and_then(|o| o.attempts).map_or("?".to_string(), |a| a.to_string()),
             ));
             if is_requeued(e) == Some(true) {
                 line.push_str("  [requeued]");
             }
-            line.push_str(&format!("\n    reason: {}", e.message.as_deref().unwrap_or("?")));
+            let reason = err.and_then(|o| o.message.as_deref()).unwrap_or("?");
+            line.push_str(&format!("\n    reason: {reason}"));
             if !emit(&mut out, &line)? {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -467,8 +421,7 @@ fn list(cfg: &RuntimeConfig, args: &ListArgs) -> anyhow::Result<ExitCode> {
 fn requeue(cfg: &RuntimeConfig, args: &RequeueArgs) -> anyhow::Result<ExitCode> {
     let (dlq, ledger) = topic_names(cfg, &args.topic);
     let timeout = Duration::from_millis(args.timeout_ms);
-    let selection =
-        Selection { offsets: args.offset.iter().copied().collect(), class: args.class.clone() };
+    let selection = Selection { offsets: args.offset.iter().copied().collect(), class: args.class };
 
     // Checked first so that a mistyped topic does not leave a ledger topic behind.
     let meta: BaseConsumer<ReaderContext> = kafka::reader(cfg)
@@ -506,7 +459,7 @@ fn requeue(cfg: &RuntimeConfig, args: &RequeueArgs) -> anyhow::Result<ExitCode> 
 
     // Partition ids of every origin topic that exists.
     let mut partitions = BTreeMap::new();
-    for topic in selected.iter().filter_map(|e| e.origin.as_ref()).map(|o| &o.topic) {
+    for topic in selected.iter().filter_map(|e| e.error.as_ref()).map(|o| &o.topic) {
         if !partitions.contains_key(topic) {
             if let Some(ids) = partition_ids(meta.client(), topic)? {
                 partitions.insert(topic.clone(), ids);
@@ -535,7 +488,7 @@ fn requeue(cfg: &RuntimeConfig, args: &RequeueArgs) -> anyhow::Result<ExitCode> 
     let verb = if args.dry_run { "would requeue" } else { "requeued" };
     let describe = |(e, topic, partition): &(&DlqEntry, String, Option<i32>)| {
         let p = partition.map_or("by key".to_string(), |p| format!("partition {p}"));
-        let class = e.class.as_deref().unwrap_or("?");
+        let class = e.class().map_or("?", ErrorClass::as_str);
         format!("{verb} {}:{} -> {topic} ({p}; class {class})", e.dlq_partition, e.dlq_offset)
     };
 
@@ -644,40 +597,33 @@ mod tests {
         (k.to_string(), Some(v.as_bytes().to_vec()))
     }
 
-    fn entry(offset: i64, class: &str) -> DlqEntry {
-        DlqEntry::new(
-            0,
-            offset,
-            Some(b"k".to_vec()),
-            Some(vec![1, 2, 3]),
-            vec![
-                hdr("trace", "t-1"),
-                hdr(h::ERR_TOPIC, "eval.submissions"),
-                hdr(h::ERR_PARTITION, "2"),
-                hdr(h::ERR_OFFSET, "17"),
-                hdr(h::ERR_TIMESTAMP, "1714557600123"),
-                hdr(h::ERR_PROCESSOR, "submissions"),
-                hdr(h::ERR_CLASS, class),
-                hdr(h::ERR_MESSAGE, "bad magic byte"),
-                hdr(h::ERR_ATTEMPTS, "1"),
-                hdr(h::REQUEUED_FROM, "old.dlq/0/1"),
-                hdr("trace", "t-2"),
-            ],
-        )
+    /// The dead-letter headers the engine writes for a record of eval.submissions 2/17.
+    fn dead_letter(class: ErrorClass) -> DeadLetterHeaders {
+        DeadLetterHeaders {
+            topic: "eval.submissions".into(),
+            partition: Some(2),
+            offset: Some(17),
+            timestamp: Some(1_714_557_600_123),
+            processor: Some("submissions".into()),
+            class: Some(class),
+            message: Some("bad magic byte".into()),
+            attempts: Some(1),
+        }
+    }
+
+    fn entry(offset: i64, class: ErrorClass) -> DlqEntry {
+        let mut headers = vec![hdr("trace", "t-1")];
+        headers.extend(dead_letter(class).to_headers().iter().map(|(k, v)| hdr(k, v)));
+        headers.push(hdr(h::REQUEUED_FROM, "old.dlq/0/1"));
+        headers.push(hdr("trace", "t-2"));
+        DlqEntry::new(0, offset, Some(b"k".to_vec()), Some(vec![1, 2, 3]), headers)
     }
 
     #[test]
-    fn error_headers_are_parsed() {
-        let e = entry(5, "deserialization");
-        assert_eq!(
-            e.origin,
-            Some(Origin { topic: "eval.submissions".into(), partition: Some(2), offset: Some(17) })
-        );
-        assert_eq!(e.timestamp, Some(1_714_557_600_123));
-        assert_eq!(e.processor.as_deref(), Some("submissions"));
-        assert_eq!(e.class.as_deref(), Some("deserialization"));
-        assert_eq!(e.message.as_deref(), Some("bad magic byte"));
-        assert_eq!(e.attempts, Some(1));
+    fn error_headers_written_by_the_engine_are_parsed() {
+        let e = entry(5, ErrorClass::Deserialization);
+        assert_eq!(e.error, Some(dead_letter(ErrorClass::Deserialization)));
+        assert_eq!(e.class(), Some(ErrorClass::Deserialization));
     }
 
     #[test]
@@ -695,15 +641,16 @@ mod tests {
                 (h::ERR_MESSAGE.to_string(), None),
             ],
         );
-        assert_eq!(e.origin, Some(Origin { topic: "t".into(), partition: None, offset: None }));
-        assert_eq!(e.class, None);
-        assert_eq!(e.message, None);
-        assert_eq!(DlqEntry::new(0, 0, None, None, vec![]).origin, None);
+        let err = e.error.expect("errors.topic is there");
+        assert_eq!((err.topic.as_str(), err.partition, err.offset), ("t", None, None));
+        assert_eq!(err.class, None);
+        assert_eq!(err.message, None);
+        assert_eq!(DlqEntry::new(0, 0, None, None, vec![]).error, None);
     }
 
     #[test]
     fn requeue_keeps_original_headers_and_marks_the_source() {
-        let e = entry(5, "validation");
+        let e = entry(5, ErrorClass::Validation);
         assert_eq!(
             e.requeue_headers("eval.submissions.dlq"),
             vec![
@@ -721,17 +668,23 @@ mod tests {
         parts.insert("eval.submissions".to_string(), vec![0, 1, 2, 3]);
         let ledger: BTreeSet<String> = ["eval.submissions.dlq/0/6".to_string()].into();
         assert_eq!(
-            plan(&entry(5, "c"), dlq, &ledger, &parts),
+            plan(&entry(5, ErrorClass::Validation), dlq, &ledger, &parts),
             Action::Requeue { topic: "eval.submissions".into(), partition: Some(2) }
         );
-        assert_eq!(plan(&entry(6, "c"), dlq, &ledger, &parts), Action::AlreadyRequeued);
+        assert_eq!(
+            plan(&entry(6, ErrorClass::Validation), dlq, &ledger, &parts),
+            Action::AlreadyRequeued
+        );
         parts.insert("eval.submissions".to_string(), vec![0, 1]);
         assert_eq!(
-            plan(&entry(5, "c"), dlq, &ledger, &parts),
+            plan(&entry(5, ErrorClass::Validation), dlq, &ledger, &parts),
             Action::Requeue { topic: "eval.submissions".into(), partition: None }
         );
         parts.clear();
-        assert!(matches!(plan(&entry(5, "c"), dlq, &ledger, &parts), Action::Unrequeuable(_)));
+        assert!(matches!(
+            plan(&entry(5, ErrorClass::Validation), dlq, &ledger, &parts),
+            Action::Unrequeuable(_)
+        ));
         let orphan = DlqEntry::new(0, 9, None, None, vec![]);
         assert!(matches!(plan(&orphan, dlq, &ledger, &parts), Action::Unrequeuable(_)));
     }
@@ -739,14 +692,15 @@ mod tests {
     #[test]
     fn selection_by_offset_and_class() {
         let all = Selection::default();
-        assert!(all.matches(&entry(1, "a")));
-        let by_class = Selection { class: Some("a".into()), ..Selection::default() };
-        assert!(by_class.matches(&entry(1, "a")));
-        assert!(!by_class.matches(&entry(1, "b")));
-        let both = Selection { offsets: [(0, 1)].into(), class: Some("a".into()) };
-        assert!(both.matches(&entry(1, "a")));
-        assert!(!both.matches(&entry(2, "a")));
-        assert!(!both.matches(&entry(1, "b")));
+        assert!(all.matches(&entry(1, ErrorClass::Validation)));
+        let (a, b) = (ErrorClass::Validation, ErrorClass::Encoding);
+        let by_class = Selection { class: Some(a), ..Selection::default() };
+        assert!(by_class.matches(&entry(1, a)));
+        assert!(!by_class.matches(&entry(1, b)));
+        let both = Selection { offsets: [(0, 1)].into(), class: Some(a) };
+        assert!(both.matches(&entry(1, a)));
+        assert!(!both.matches(&entry(2, a)));
+        assert!(!both.matches(&entry(1, b)));
     }
 
     #[test]
@@ -776,10 +730,20 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["x", "requeue", "t"]).is_err());
         assert!(Cli::try_parse_from(["x", "requeue", "t", "--all"]).is_ok());
-        assert!(Cli::try_parse_from(["x", "requeue", "t", "--all", "--class", "c"]).is_err());
         assert!(
-            Cli::try_parse_from(["x", "requeue", "t", "--offset", "0:1", "--class", "c"]).is_ok()
+            Cli::try_parse_from(["x", "requeue", "t", "--all", "--class", "oversized"]).is_err()
         );
+        assert!(Cli::try_parse_from([
+            "x",
+            "requeue",
+            "t",
+            "--offset",
+            "0:1",
+            "--class",
+            "oversized"
+        ])
+        .is_ok());
+        assert!(Cli::try_parse_from(["x", "requeue", "t", "--class", "no_such_class"]).is_err());
         assert!(Cli::try_parse_from(["x", "requeue", "t", "--offset", "zero"]).is_err());
     }
 }

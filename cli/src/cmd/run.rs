@@ -38,7 +38,7 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let metrics = Metrics::new(&args.processor);
     let setup = Setup { config: &cfg, codec: &codec, metrics: &metrics };
     let processor = registration.instantiate(&setup).map_err(|e| anyhow::anyhow!(e))?;
-    let health = Health::new(&args.processor);
+    let health = Health::with_metrics(&args.processor, metrics.clone());
     let shutdown = Arc::new(AtomicBool::new(false));
 
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -14,6 +14,8 @@ use evalstream_runtime::config::RuntimeConfig;
 use evalstream_runtime::processor::{BuildError, Processor, Registration, Setup};
 use tracing::info;
 
+use crate::audit_gauges::PendingSignatures;
+
 /// `audit-chain`. Settings: `[processor] checkpoint_every` (1000), `dedup_window` (10000),
 /// `punctuate_ms` (1000); the signer from the environment (docs/signing.md).
 pub const REGISTRATION: Registration =
@@ -38,7 +40,15 @@ fn build(setup: &Setup<'_>) -> Result<Box<dyn Processor>, BuildError> {
     let hook: evalstream_audit_chain::FailureHook = Arc::new(move |_e| {
         failures.inc();
     });
-    Ok(Box::new(AuditChain::new(settings, Some(choice.signer), Some(hook))))
+    setup
+        .metrics
+        .gauge(
+            "audit_emergency_signer_active",
+            "1 when checkpoints are signed by the emergency signing proxy, else 0",
+        )
+        .set(i64::from(choice.emergency));
+    let chain = AuditChain::new(settings, Some(choice.signer), Some(hook));
+    Ok(Box::new(PendingSignatures::new(chain, OUTPUT, setup.metrics)))
 }
 
 /// Records the switch to the emergency signing proxy as an `audit.emergency_signer` event in

@@ -61,12 +61,81 @@ impl ProcessError {
     }
 
     /// The error class written to the DLQ `__evalstream.errors.class` header.
-    pub fn class(&self) -> &'static str {
+    pub fn class(&self) -> ErrorClass {
         match self {
-            ProcessError::Invalid(_) => "validation",
-            ProcessError::NotReady(_) => "not_ready",
-            ProcessError::Fatal(_) => "fatal",
+            ProcessError::Invalid(_) => ErrorClass::Validation,
+            ProcessError::NotReady(_) => ErrorClass::NotReady,
+            ProcessError::Fatal(_) => ErrorClass::Fatal,
         }
+    }
+}
+
+/// Why a record was dead-lettered: the value of the DLQ `__evalstream.errors.class` header and
+/// the `class` label of `evalstream_records_dead_lettered_total`. A closed set, so that an alert
+/// or a `dlq requeue --class` filter can name every value, and a metric label cannot explode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorClass {
+    /// The value could not be decoded: no value, truncated, wrong magic byte, unknown schema.
+    Deserialization,
+    /// The value is larger than `max_record_bytes`.
+    Oversized,
+    /// The processor rejected the record ([`ProcessError::Invalid`]).
+    Validation,
+    /// The processor emitted a value that does not match the output's schema.
+    Encoding,
+    /// The record was not ready and its topic has no retry topic ([`ProcessError::NotReady`]).
+    NotReady,
+    /// The record was not ready on its last allowed attempt (`retry.max_attempts`).
+    RetriesExhausted,
+    /// The processor declared the record fatal ([`ProcessError::Fatal`]). The runtime stops
+    /// instead of dead-lettering; the class exists for logs and for completeness.
+    Fatal,
+}
+
+impl ErrorClass {
+    /// Every class, in declaration order.
+    pub const ALL: [ErrorClass; 7] = [
+        ErrorClass::Deserialization,
+        ErrorClass::Oversized,
+        ErrorClass::Validation,
+        ErrorClass::Encoding,
+        ErrorClass::NotReady,
+        ErrorClass::RetriesExhausted,
+        ErrorClass::Fatal,
+    ];
+
+    /// The header value and metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Deserialization => "deserialization",
+            ErrorClass::Oversized => "oversized",
+            ErrorClass::Validation => "validation",
+            ErrorClass::Encoding => "encoding",
+            ErrorClass::NotReady => "not_ready",
+            ErrorClass::RetriesExhausted => "retries_exhausted",
+            ErrorClass::Fatal => "fatal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that is not an [`ErrorClass`] name.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("unknown error class {0:?} (known: deserialization, oversized, validation, encoding, not_ready, retries_exhausted, fatal)")]
+pub struct UnknownErrorClass(pub String);
+
+impl std::str::FromStr for ErrorClass {
+    type Err = UnknownErrorClass;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ErrorClass::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| UnknownErrorClass(s.to_string()))
     }
 }
 
@@ -192,7 +261,15 @@ mod tests {
         assert_eq!(ProcessError::Invalid("x".into()).disposition(), Disposition::DeadLetter);
         assert_eq!(ProcessError::NotReady("x".into()).disposition(), Disposition::Retry);
         assert_eq!(ProcessError::Fatal("x".into()).disposition(), Disposition::Stop);
-        assert_eq!(ProcessError::Invalid("x".into()).class(), "validation");
+        assert_eq!(ProcessError::Invalid("x".into()).class(), ErrorClass::Validation);
+    }
+
+    #[test]
+    fn error_classes_round_trip_through_their_names() {
+        for c in ErrorClass::ALL {
+            assert_eq!(c.as_str().parse::<ErrorClass>(), Ok(c));
+        }
+        assert!("nonsense".parse::<ErrorClass>().is_err());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! Topic names in headers are physical names (with any configured `topic_prefix`): what an
 //! operator finds in the cluster.
 
+use crate::error::ErrorClass;
+
 /// DLQ: topic the failed record was read from.
 pub const ERR_TOPIC: &str = "__evalstream.errors.topic";
 /// DLQ: partition the failed record was read from (decimal).
@@ -16,7 +18,7 @@ pub const ERR_OFFSET: &str = "__evalstream.errors.offset";
 pub const ERR_TIMESTAMP: &str = "__evalstream.errors.timestamp";
 /// DLQ: name of the processor that gave up on the record.
 pub const ERR_PROCESSOR: &str = "__evalstream.errors.processor";
-/// DLQ: error class: `deserialization`, `validation`, `not_ready`, `oversized`, `encoding`.
+/// DLQ: error class, one of [`crate::error::ErrorClass`] (`deserialization`, `validation`, ...).
 pub const ERR_CLASS: &str = "__evalstream.errors.class";
 /// DLQ: human-readable reason.
 pub const ERR_MESSAGE: &str = "__evalstream.errors.message";
@@ -48,6 +50,142 @@ pub const TXN: &str = "evalstream.txn";
 /// Every output: index of this output among those derived from the same input (decimal, from 0).
 pub const OUTPUT_INDEX: &str = "evalstream.output_index";
 
+/// The DLQ headers of a dead-lettered record: where it came from and why. The engine builds one
+/// for every record it dead-letters ([`DeadLetterHeaders::to_headers`]); `evalstream dlq` parses
+/// it back ([`DeadLetterHeaders::parse`]). Parsing is lenient: a DLQ is where malformed things
+/// end up, so a missing or malformed header becomes `None`, never an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterHeaders {
+    /// Topic the record was read from (physical name). Required: without it a record is not a
+    /// dead letter of ours.
+    pub topic: String,
+    /// Its partition there.
+    pub partition: Option<i32>,
+    /// Its offset there.
+    pub offset: Option<i64>,
+    /// Its timestamp, ms since the epoch.
+    pub timestamp: Option<i64>,
+    /// The processor that gave up on it.
+    pub processor: Option<String>,
+    /// Why ([`ERR_CLASS`]); `None` also for a class this version does not know.
+    pub class: Option<ErrorClass>,
+    /// Human-readable reason.
+    pub message: Option<String>,
+    /// Processing attempts made.
+    pub attempts: Option<u32>,
+}
+
+impl DeadLetterHeaders {
+    /// Every header name of the contract (what `dlq requeue` strips).
+    pub const NAMES: [&'static str; 8] = [
+        ERR_TOPIC,
+        ERR_PARTITION,
+        ERR_OFFSET,
+        ERR_TIMESTAMP,
+        ERR_PROCESSOR,
+        ERR_CLASS,
+        ERR_MESSAGE,
+        ERR_ATTEMPTS,
+    ];
+
+    /// The headers, name and UTF-8 text, in a fixed order; absent fields are left out.
+    pub fn to_headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![(ERR_TOPIC, self.topic.clone())];
+        let mut push = |name, value: Option<String>| {
+            if let Some(v) = value {
+                h.push((name, v));
+            }
+        };
+        push(ERR_PARTITION, self.partition.map(|p| p.to_string()));
+        push(ERR_OFFSET, self.offset.map(|o| o.to_string()));
+        push(ERR_PROCESSOR, self.processor.clone());
+        push(ERR_CLASS, self.class.map(|c| c.as_str().to_string()));
+        push(ERR_MESSAGE, self.message.clone());
+        push(ERR_ATTEMPTS, self.attempts.map(|a| a.to_string()));
+        push(ERR_TIMESTAMP, self.timestamp.map(|t| t.to_string()));
+        h
+    }
+
+    /// Parses the headers of a DLQ record (`None` without an [`ERR_TOPIC`] header). Negative
+    /// partitions and offsets count as malformed.
+    pub fn parse(headers: &[(&str, Option<&[u8]>)]) -> Option<Self> {
+        let text = |name: &str| header_text(headers, name);
+        let topic = text(ERR_TOPIC).filter(|t| !t.is_empty())?;
+        Some(DeadLetterHeaders {
+            topic,
+            partition: text(ERR_PARTITION).and_then(|p| p.parse().ok()).filter(|p| *p >= 0),
+            offset: text(ERR_OFFSET).and_then(|o| o.parse().ok()).filter(|o| *o >= 0),
+            timestamp: text(ERR_TIMESTAMP).and_then(|t| t.parse().ok()),
+            processor: text(ERR_PROCESSOR),
+            class: text(ERR_CLASS).and_then(|c| c.parse().ok()),
+            message: text(ERR_MESSAGE),
+            attempts: text(ERR_ATTEMPTS).and_then(|a| a.parse().ok()),
+        })
+    }
+}
+
+/// The headers of a record on a retry topic: the original coordinates (the record is processed
+/// *as* that record) and when the next attempt may run. Written by the engine when a record is
+/// not ready, read by the engine when the retry copy comes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryHeaders {
+    /// Original topic (physical name).
+    pub topic: String,
+    /// Original partition.
+    pub partition: i32,
+    /// Original offset.
+    pub offset: i64,
+    /// Attempt number of the next try (2 for the first retry).
+    pub attempt: u32,
+    /// Earliest time for the next try, ms since the epoch.
+    pub not_before_ms: i64,
+}
+
+impl RetryHeaders {
+    /// Every header name of the contract (what `dlq requeue` strips).
+    pub const NAMES: [&'static str; 5] =
+        [RETRY_TOPIC, RETRY_PARTITION, RETRY_OFFSET, RETRY_ATTEMPT, RETRY_NOT_BEFORE];
+
+    /// The headers, name and UTF-8 text.
+    pub fn to_headers(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (RETRY_TOPIC, self.topic.clone()),
+            (RETRY_PARTITION, self.partition.to_string()),
+            (RETRY_OFFSET, self.offset.to_string()),
+            (RETRY_ATTEMPT, self.attempt.to_string()),
+            (RETRY_NOT_BEFORE, self.not_before_ms.to_string()),
+        ]
+    }
+
+    /// Parses the headers of a retry-topic record. A missing or malformed header takes its value
+    /// from `fallback` (the coordinates of the retry record itself, attempt 2, due now): a retry
+    /// record is always processed, never dropped.
+    pub fn parse(headers: &[(&str, Option<&[u8]>)], fallback: RetryHeaders) -> Self {
+        let text = |name: &str| header_text(headers, name);
+        RetryHeaders {
+            topic: text(RETRY_TOPIC).filter(|t| !t.is_empty()).unwrap_or(fallback.topic),
+            partition: text(RETRY_PARTITION)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(fallback.partition),
+            offset: text(RETRY_OFFSET).and_then(|v| v.parse().ok()).unwrap_or(fallback.offset),
+            attempt: text(RETRY_ATTEMPT).and_then(|v| v.parse().ok()).unwrap_or(fallback.attempt),
+            not_before_ms: text(RETRY_NOT_BEFORE)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(fallback.not_before_ms),
+        }
+    }
+}
+
+/// The first header called `name` as UTF-8 text.
+fn header_text(headers: &[(&str, Option<&[u8]>)], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| *v)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_string)
+}
+
 /// Formats a source coordinate the way [`SOURCE`], [`REQUEUED_FROM`] carry it.
 pub fn coordinate(topic: &str, partition: i32, offset: i64) -> String {
     format!("{topic}/{partition}/{offset}")
@@ -67,6 +205,54 @@ pub fn parse_coordinate(s: &str) -> Option<(String, i32, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pairs(h: &[(&'static str, String)]) -> Vec<(&'static str, Option<Vec<u8>>)> {
+        h.iter().map(|(k, v)| (*k, Some(v.as_bytes().to_vec()))).collect()
+    }
+
+    #[test]
+    fn dead_letter_headers_round_trip() {
+        let d = DeadLetterHeaders {
+            topic: "p.eval.submissions".into(),
+            partition: Some(2),
+            offset: Some(17),
+            timestamp: Some(1_714_557_600_123),
+            processor: Some("submissions".into()),
+            class: Some(ErrorClass::Encoding),
+            message: Some("too large".into()),
+            attempts: Some(1),
+        };
+        let h = pairs(&d.to_headers());
+        let borrowed: Vec<(&str, Option<&[u8]>)> =
+            h.iter().map(|(k, v)| (*k, v.as_deref())).collect();
+        assert_eq!(DeadLetterHeaders::parse(&borrowed), Some(d));
+        assert_eq!(DeadLetterHeaders::parse(&[]), None);
+    }
+
+    #[test]
+    fn retry_headers_round_trip_and_fall_back_per_field() {
+        let r = RetryHeaders {
+            topic: "t".into(),
+            partition: 1,
+            offset: 9,
+            attempt: 3,
+            not_before_ms: 5,
+        };
+        let h = pairs(&r.to_headers());
+        let fallback = RetryHeaders {
+            topic: "f".into(),
+            partition: 0,
+            offset: 0,
+            attempt: 2,
+            not_before_ms: 0,
+        };
+        let borrowed: Vec<(&str, Option<&[u8]>)> =
+            h.iter().map(|(k, v)| (*k, v.as_deref())).collect();
+        assert_eq!(RetryHeaders::parse(&borrowed, fallback.clone()), r);
+        let broken = [(RETRY_OFFSET, Some(&b"x"[..])), (RETRY_ATTEMPT, Some(&b"4"[..]))];
+        let got = RetryHeaders::parse(&broken, fallback.clone());
+        assert_eq!(got, RetryHeaders { attempt: 4, ..fallback });
+    }
 
     #[test]
     fn coordinates_round_trip() {

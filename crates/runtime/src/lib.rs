@@ -17,7 +17,7 @@
 //! ```
 //!
 //! A processor is a [`processor::Processor`] implementation: pure logic over one decoded record and
-//! a keyed state view, unit-testable without a broker. [`engine::Engine`] runs it as a member of a
+//! a keyed state view, unit-testable without a broker. [`engine::run`] runs it as a member of a
 //! consumer group.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

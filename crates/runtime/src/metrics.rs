@@ -30,12 +30,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::encoding::{text, EncodeLabelSet};
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
+
+/// The handle types [`Metrics::counter`] and [`Metrics::gauge`] return, re-exported so that
+/// processors and the binary can hold them without depending on `prometheus-client` themselves.
+pub use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 
 /// The HTTP `Content-Type` of [`Metrics::encode`]'s output. `prometheus-client` encodes the
 /// OpenMetrics 1.0 text format (not the older `text/plain; version=0.0.4`), and Prometheus picks
@@ -56,7 +58,7 @@ pub const COMMIT_LATENCY_BUCKETS: [f64; 13] =
 /// Names of the runtime's metric families without the [`PREFIX`] and without the `_total` suffix
 /// the encoder adds to counters. Kept in one place so that processor-registered names can be
 /// checked against them.
-const BUILTIN_FAMILIES: [&str; 10] = [
+const BUILTIN_FAMILIES: [&str; 12] = [
     "records_in",
     "records_out",
     "records_dead_lettered",
@@ -67,6 +69,8 @@ const BUILTIN_FAMILIES: [&str; 10] = [
     "consumer_lag",
     "rebalances",
     "build_info",
+    "ready",
+    "mode",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -94,6 +98,11 @@ struct KindLabels {
 struct LagLabels {
     topic: String,
     partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    mode: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -142,7 +151,17 @@ pub struct Metrics {
     commit_latency: Histogram,
     consumer_lag: Family<LagLabels, Gauge>,
     rebalances: Family<KindLabels, Counter>,
+    ready: Gauge,
+    mode: Family<ModeLabels, Gauge>,
+    /// The mode last set to 1, so that a switch sets it back to 0 (also for a mode outside
+    /// [`KNOWN_MODES`]).
+    current_mode: Mutex<Option<String>>,
 }
+
+/// The modes whose `evalstream_mode` series exist from the start (at 0 until current), so that
+/// `evalstream_mode{mode="read-only"} == 0` is an answer rather than an absent series.
+const KNOWN_MODES: [crate::config::Mode; 2] =
+    [crate::config::Mode::Normal, crate::config::Mode::ReadOnly];
 
 impl Metrics {
     /// Creates the registry for one processor; every series it exposes carries
@@ -164,7 +183,13 @@ impl Metrics {
             commit_latency: Histogram::new(COMMIT_LATENCY_BUCKETS),
             consumer_lag: Family::default(),
             rebalances: Family::default(),
+            ready: Gauge::default(),
+            mode: Family::default(),
+            current_mode: Mutex::new(None),
         };
+        for known in KNOWN_MODES {
+            m.mode.get_or_create(&ModeLabels { mode: known.as_str().to_owned() }).set(0);
+        }
 
         let rt = registry.sub_registry_with_prefix(PREFIX);
         rt.register(
@@ -212,6 +237,16 @@ impl Metrics {
             "rebalances",
             "Consumer-group rebalance events seen by this instance, by kind (assign, revoke, lost)",
             m.rebalances.clone(),
+        );
+        rt.register(
+            "ready",
+            "1 when the instance is ready (GET /ready answers 200), else 0; mirrors /ready",
+            m.ready.clone(),
+        );
+        rt.register(
+            "mode",
+            "1 for the instance's current operating mode (normal, read-only), 0 for the others",
+            m.mode.clone(),
         );
         rt.register(
             "build",
@@ -303,6 +338,28 @@ impl Metrics {
     /// partitions went away.
     pub fn clear_lag(&self) {
         self.consumer_lag.clear();
+    }
+
+    /// Sets `evalstream_ready` (1 ready, 0 not). [`crate::ops::Health`] calls it whenever its
+    /// state changes, from the same evaluation that `/ready` answers with, so that an alert on
+    /// the gauge and a probe of `/ready` never disagree.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// Sets `evalstream_mode{mode}` to 1 for `mode` and to 0 for the mode that was current
+    /// before (the known modes are always exposed, at 0 unless current).
+    pub fn set_mode(&self, mode: &str) {
+        let mut current = self.current_mode.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.as_deref() == Some(mode) {
+            return;
+        }
+        if let Some(previous) = current.take() {
+            self.mode.get_or_create(&ModeLabels { mode: previous }).set(0);
+        }
+        let label = escape_label_value(mode).into_owned();
+        self.mode.get_or_create(&ModeLabels { mode: label.clone() }).set(1);
+        *current = Some(label);
     }
 
     /// A processor-owned counter, registered once under `name` and shared by every caller that
@@ -510,6 +567,34 @@ mod tests {
         assert!(t.contains("# TYPE evalstream_commit_latency_seconds histogram"), "{t}");
         assert!(t.contains("# TYPE evalstream_consumer_lag gauge"), "{t}");
         assert!(t.ends_with("# EOF\n"), "OpenMetrics exposition must end with # EOF");
+    }
+
+    #[test]
+    fn ready_and_mode_gauges() {
+        let m = Metrics::new("p");
+        let t = m.encode();
+        assert_eq!(sample(&t, r#"evalstream_ready{processor="p"}"#), Some(0.0), "{t}");
+        assert_eq!(sample(&t, r#"evalstream_mode{processor="p",mode="normal"}"#), Some(0.0));
+        assert_eq!(sample(&t, r#"evalstream_mode{processor="p",mode="read-only"}"#), Some(0.0));
+
+        m.set_ready(true);
+        m.set_mode("normal");
+        let t = m.encode();
+        assert_eq!(sample(&t, r#"evalstream_ready{processor="p"}"#), Some(1.0), "{t}");
+        assert_eq!(sample(&t, r#"evalstream_mode{processor="p",mode="normal"}"#), Some(1.0));
+        assert_eq!(sample(&t, r#"evalstream_mode{processor="p",mode="read-only"}"#), Some(0.0));
+
+        m.set_mode("read-only");
+        m.set_mode("read-only");
+        let t = m.encode();
+        assert_eq!(sample(&t, r#"evalstream_mode{processor="p",mode="normal"}"#), Some(0.0));
+        assert_eq!(sample(&t, r#"evalstream_mode{processor="p",mode="read-only"}"#), Some(1.0));
+        assert_eq!(t.matches("evalstream_mode{").count(), 2, "{t}");
+        assert!(t.contains("# TYPE evalstream_ready gauge"), "{t}");
+
+        // A processor cannot shadow them.
+        m.gauge("evalstream_ready", "shadow").set(5);
+        assert_eq!(sample(&m.encode(), r#"evalstream_ready{processor="p"}"#), Some(1.0));
     }
 
     #[test]

@@ -33,6 +33,13 @@
 //!
 //! The processors receive no traffic through a Kubernetes Service, so readiness only gates
 //! rollouts and alerts; that is what the choices above optimise for.
+//!
+//! # The same answer on `/metrics`
+//!
+//! A [`Health`] made with [`Health::with_metrics`] mirrors its verdict into `evalstream_ready`
+//! (0/1) and `evalstream_mode{mode}` on every change, computed by the same function that answers
+//! `/ready` and under the same lock, so the alert on the gauge (deploy/prometheus/alerts.yml) and
+//! the kubelet's probe can never disagree.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -104,13 +111,27 @@ pub struct Health {
     processor: String,
     started: Instant,
     state: Mutex<State>,
+    /// Where `evalstream_ready` / `evalstream_mode` are mirrored, if anywhere.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Health {
     /// Creates the health of a processor that has not yet reached Kafka nor joined its group: not
     /// ready, but alive.
     pub fn new(processor: &str) -> Arc<Self> {
-        Arc::new(Health {
+        Arc::new(Self::build(processor, None))
+    }
+
+    /// As [`Health::new`], mirroring readiness and mode into `metrics` (`evalstream_ready`,
+    /// `evalstream_mode`) from now on: what `evalstream run` uses.
+    pub fn with_metrics(processor: &str, metrics: Arc<Metrics>) -> Arc<Self> {
+        let health = Self::build(processor, Some(metrics));
+        health.update(|_| {});
+        Arc::new(health)
+    }
+
+    fn build(processor: &str, metrics: Option<Arc<Metrics>>) -> Self {
+        Health {
             processor: processor.to_owned(),
             started: Instant::now(),
             state: Mutex::new(State {
@@ -121,45 +142,47 @@ impl Health {
                 mode: MODE_NORMAL.to_owned(),
                 stopped: None,
             }),
-        })
+            metrics,
+        }
     }
 
     /// Records whether the brokers are reachable (e.g. from a metadata call or the client's error
     /// callback). `detail` is shown to the operator: a broker list, or the error.
     pub fn set_kafka(&self, ok: bool, detail: &str) {
-        let mut s = self.lock();
-        s.kafka = Check { ok, detail: detail.to_owned() };
+        self.update(|s| s.kafka = Check { ok, detail: detail.to_owned() });
     }
 
     /// Records the number of partitions assigned after a rebalance. Call it when an assignment
     /// completes (including an empty one); the first call is what marks the instance as joined.
     pub fn set_assignment(&self, partitions: usize) {
-        self.lock().assigned_partitions = Some(partitions);
+        self.update(|s| s.assigned_partitions = Some(partitions));
     }
 
     /// Records that the instance left its group (revoked or lost everything) and has not been
     /// given a new assignment yet, so that `/ready` says "not joined" instead of a stale count.
     pub fn clear_assignment(&self) {
-        self.lock().assigned_partitions = None;
+        self.update(|s| s.assigned_partitions = None);
     }
 
     /// Marks a state-store restore as running or finished. Records are not processed while
     /// restoring, so the instance is not ready.
     pub fn set_restoring(&self, restoring: bool) {
-        self.lock().restoring = restoring;
+        self.update(|s| s.restoring = restoring);
     }
 
     /// Registers or updates an external dependency (schema registry, signer/KMS, policy feed…).
     /// Once registered, a dependency counts towards readiness until the process exits, so a
     /// processor should register every dependency it has at start-up, even before its first check.
     pub fn set_dependency(&self, name: &str, ok: bool, detail: &str) {
-        self.lock().dependencies.insert(name.to_owned(), Check { ok, detail: detail.to_owned() });
+        self.update(|s| {
+            s.dependencies.insert(name.to_owned(), Check { ok, detail: detail.to_owned() });
+        });
     }
 
     /// Records the operating mode ([`MODE_NORMAL`], [`MODE_READ_ONLY`], …). Reported, not judged:
     /// see the module docs for why the mode does not affect readiness.
     pub fn set_mode(&self, mode: &str) {
-        self.lock().mode = mode.to_owned();
+        self.update(|s| s.mode = mode.to_owned());
     }
 
     /// Records that the processing loop has stopped for good (a `Stop` disposition, or the end of
@@ -167,9 +190,21 @@ impl Health {
     /// `/ready` fails with the reason. The first reason wins: it is the cause, later ones are
     /// consequences.
     pub fn set_stopped(&self, reason: &str) {
+        self.update(|s| {
+            if s.stopped.is_none() {
+                s.stopped = Some(reason.to_owned());
+            }
+        });
+    }
+
+    /// Applies `change` and, while still holding the lock, mirrors the resulting verdict into the
+    /// metrics: two changes racing cannot leave the gauge showing the older one.
+    fn update(&self, change: impl FnOnce(&mut State)) {
         let mut s = self.lock();
-        if s.stopped.is_none() {
-            s.stopped = Some(reason.to_owned());
+        change(&mut s);
+        if let Some(m) = &self.metrics {
+            m.set_ready(not_ready_reasons(&s).is_empty());
+            m.set_mode(&s.mode);
         }
     }
 
@@ -188,18 +223,10 @@ impl Health {
     /// dependency can never shadow `kafka`, `state` or `mode`.
     pub fn ready_report(&self) -> (bool, Value) {
         let s = self.lock();
-        let mut reasons: Vec<String> = Vec::new();
-
-        if let Some(why) = &s.stopped {
-            reasons.push(format!("processing stopped: {why}"));
-        }
-        if !s.kafka.ok {
-            reasons.push(format!("kafka unreachable: {}", s.kafka.detail));
-        }
+        let reasons = not_ready_reasons(&s);
         let mut assignment = Map::new();
         match s.assigned_partitions {
             None => {
-                reasons.push("no partition assignment yet (not joined to the group)".to_owned());
                 assignment.insert("ok".into(), Value::Bool(false));
                 assignment.insert("assigned_partitions".into(), Value::Null);
             }
@@ -217,14 +244,8 @@ impl Health {
                 }
             }
         }
-        if s.restoring {
-            reasons.push("state restore in progress".to_owned());
-        }
         let mut dependencies = Map::new();
         for (name, check) in &s.dependencies {
-            if !check.ok {
-                reasons.push(format!("{name} unavailable: {}", check.detail));
-            }
             dependencies.insert(name.clone(), check.to_json());
         }
 
@@ -271,6 +292,30 @@ impl Health {
         // elsewhere; keep answering probes rather than cascading the panic.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Why the instance is not ready, one line per failing condition; empty when it is ready. The one
+/// definition of readiness: `/ready` and `evalstream_ready` both come from it.
+fn not_ready_reasons(s: &State) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if let Some(why) = &s.stopped {
+        reasons.push(format!("processing stopped: {why}"));
+    }
+    if !s.kafka.ok {
+        reasons.push(format!("kafka unreachable: {}", s.kafka.detail));
+    }
+    if s.assigned_partitions.is_none() {
+        reasons.push("no partition assignment yet (not joined to the group)".to_owned());
+    }
+    if s.restoring {
+        reasons.push("state restore in progress".to_owned());
+    }
+    for (name, check) in &s.dependencies {
+        if !check.ok {
+            reasons.push(format!("{name} unavailable: {}", check.detail));
+        }
+    }
+    reasons
 }
 
 /// A bound but not yet serving ops server. Binding is separate from serving so that start-up fails
@@ -545,6 +590,49 @@ mod tests {
         assert_eq!(body["status"], "stopped");
         assert_eq!(body["stopped_reason"], "fatal processor error: invariant broken");
         assert!(!ready(&h));
+    }
+
+    #[test]
+    fn metrics_mirror_every_change_of_readiness_and_mode() {
+        let m = Metrics::new("audit");
+        let h = Health::with_metrics("audit", Arc::clone(&m));
+        let gauge = |m: &Metrics, series: &str| {
+            m.encode()
+                .lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok())
+        };
+        let ready = r#"evalstream_ready{processor="audit"}"#;
+        let normal = r#"evalstream_mode{processor="audit",mode="normal"}"#;
+        let read_only = r#"evalstream_mode{processor="audit",mode="read-only"}"#;
+        assert_eq!(gauge(&m, ready), Some(0.0));
+        assert_eq!(gauge(&m, normal), Some(1.0), "the initial mode is published at once");
+        assert_eq!(gauge(&m, read_only), Some(0.0));
+
+        // Every step of the other tests' sequences: the gauge equals /ready after each one.
+        let steps: Vec<fn(&Health)> = vec![
+            |h| h.set_kafka(true, "ok"),
+            |h| h.set_assignment(0),
+            |h| h.set_restoring(true),
+            |h| h.set_restoring(false),
+            |h| h.set_dependency("signer", false, "KMS down"),
+            |h| h.set_dependency("signer", true, "kid k"),
+            |h| h.set_mode(MODE_READ_ONLY),
+            |h| h.clear_assignment(),
+            |h| h.set_assignment(3),
+            |h| h.set_kafka(false, "all brokers down"),
+            |h| h.set_kafka(true, "back"),
+            |h| h.set_stopped("shut down"),
+        ];
+        let mut seen = Vec::new();
+        for step in steps {
+            step(&h);
+            let (ok, _) = h.ready_report();
+            assert_eq!(gauge(&m, ready), Some(f64::from(u8::from(ok))));
+            seen.push(ok);
+        }
+        assert!(seen.contains(&true) && seen.contains(&false), "{seen:?}");
+        assert_eq!(gauge(&m, normal), Some(0.0));
+        assert_eq!(gauge(&m, read_only), Some(1.0));
     }
 
     #[test]

@@ -14,8 +14,8 @@
 //!  commit() ─► changelog entries     abort() ─► state, outputs and positions back to the last commit
 //! ```
 //!
-//! The classification mirrors the engine (`crates/runtime/src/engine.rs`, `process_one` and
-//! `handle`): a failed record leaves no state writes and no outputs; undecodable bytes are
+//! The classification mirrors the engine (`crates/runtime/src/engine/process.rs`, `handle` and
+//! `process_one`): a failed record leaves no state writes and no outputs; undecodable bytes are
 //! dead-lettered with the codec's class; retry topics and attempt limits come from
 //! `topology/topology.toml` as the engine derives them. Inputs and outputs really go through
 //! the codec, so a type that disagrees with its schema fails here as it would in production.
@@ -29,11 +29,11 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::{Codec, Decoded, SchemaStore};
 use crate::config::RuntimeConfig;
-use crate::error::{Disposition, ProcessError};
+use crate::engine::TopicNames;
+use crate::error::{Disposition, ErrorClass, ProcessError};
 use crate::processor::{Context, Input, Output, Processor};
 use crate::record::{self, Record, RecordError};
 use crate::state::StateView;
-use crate::topology::Topology;
 
 /// The codec tests use: the bundled schemas, no registry (single-object encoding), built once.
 pub fn codec() -> &'static Codec {
@@ -192,8 +192,8 @@ pub struct DeadLetter {
     pub key: Option<Vec<u8>>,
     /// The original value bytes.
     pub value: Vec<u8>,
-    /// Error class (`validation`, `encoding`, `retries_exhausted`, a decode class, ...).
-    pub class: String,
+    /// Error class, as the engine would write it to the DLQ header.
+    pub class: ErrorClass,
     /// Human-readable reason.
     pub reason: String,
     /// Attempts made.
@@ -481,13 +481,13 @@ impl<P: Processor> Runner<P> {
     /// The engine's path for one record (`process_one` and the routing in `handle`).
     fn deliver(&mut self, record: TestRecord) -> Outcome {
         let offset = record.offset.unwrap_or(0);
-        let dead = |class: &str, reason: String, attempts: u32| DeadLetter {
+        let dead = |class: ErrorClass, reason: String, attempts: u32| DeadLetter {
             topic: record.topic.clone(),
             partition: record.partition,
             offset,
             key: record.key.clone(),
             value: record.value.clone(),
-            class: class.to_string(),
+            class,
             reason,
             attempts,
         };
@@ -497,11 +497,17 @@ impl<P: Processor> Runner<P> {
                 record.value.len(),
                 self.max_record_bytes
             );
-            return self.dead_letter(dead("oversized", reason, record.attempt));
+            return self.dead_letter(dead(ErrorClass::Oversized, reason, record.attempt));
         }
         let decoded = match codec().decode(&record.value) {
             Ok(d) => d,
-            Err(e) => return self.dead_letter(dead(e.class(), e.to_string(), record.attempt)),
+            Err(e) => {
+                return self.dead_letter(dead(
+                    ErrorClass::Deserialization,
+                    e.to_string(),
+                    record.attempt,
+                ))
+            }
         };
         let partition = record.partition;
         let state = self.states.entry(partition).or_default();
@@ -529,7 +535,7 @@ impl<P: Processor> Runner<P> {
                     }
                     Err(message) => {
                         self.rollback(partition);
-                        self.dead_letter(dead("encoding", message, record.attempt))
+                        self.dead_letter(dead(ErrorClass::Encoding, message, record.attempt))
                     }
                 }
             }
@@ -545,9 +551,11 @@ impl<P: Processor> Runner<P> {
                     }
                     // Without a retry topic a not-ready record is dead-lettered at once with its
                     // own class; with one, after the last attempt.
-                    Disposition::Retry if has_retry => {
-                        self.dead_letter(dead("retries_exhausted", e.to_string(), record.attempt))
-                    }
+                    Disposition::Retry if has_retry => self.dead_letter(dead(
+                        ErrorClass::RetriesExhausted,
+                        e.to_string(),
+                        record.attempt,
+                    )),
                     _ => self.dead_letter(dead(e.class(), e.to_string(), record.attempt)),
                 }
             }
@@ -593,21 +601,11 @@ impl<P: Processor> Runner<P> {
     }
 }
 
-/// Inputs that have a retry topic, as the engine derives them: from the bundled topology when it
-/// declares the processor with the same inputs in the same order, otherwise every input.
+/// Inputs that have a retry topic: the engine's own topic names ([`TopicNames`], from the bundled
+/// topology when it declares the processor with the same inputs in order, derived otherwise).
 fn retry_inputs(processor: &dyn Processor) -> BTreeSet<String> {
-    let inputs = processor.inputs();
-    let topology = Topology::bundled().ok();
-    let spec = topology
-        .as_ref()
-        .and_then(|t| t.processor(processor.name()))
-        .filter(|spec| spec.input_topics().map(str::to_string).collect::<Vec<_>>() == inputs);
-    match spec {
-        Some(spec) => {
-            spec.inputs.iter().filter(|i| i.retry.is_some()).map(|i| i.topic.clone()).collect()
-        }
-        None => inputs.into_iter().collect(),
-    }
+    let names = TopicNames::new(&RuntimeConfig::default(), processor);
+    processor.inputs().into_iter().filter(|i| names.retry(i).is_some()).collect()
 }
 
 #[cfg(test)]
@@ -733,7 +731,7 @@ mod tests {
         assert!(r.outputs().is_empty());
 
         let d = r.send(input("badout")).dead_letter().cloned().expect("dead-lettered");
-        assert_eq!(d.class, "encoding");
+        assert_eq!(d.class, ErrorClass::Encoding);
         assert!(
             d.reason.contains("does not match evalstream.runtime.TotalsUpdate"),
             "{}",
@@ -742,7 +740,7 @@ mod tests {
         assert!(r.outputs().is_empty());
 
         let d = r.send(TestRecord::raw("totals.input", vec![1, 2, 3])).dead_letter().cloned();
-        assert_eq!(d.expect("dead-lettered").class, "deserialization");
+        assert_eq!(d.expect("dead-lettered").class, ErrorClass::Deserialization);
 
         // Wrong schema on the input: the typed decode says what it expected.
         let wrong = record(

@@ -151,6 +151,11 @@ impl Instance {
     pub fn is_started(&self) -> bool {
         self.child.is_some()
     }
+
+    /// The OS process id while running (fault tests send it SIGSTOP / SIGCONT).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
 }
 
 impl Drop for Instance {

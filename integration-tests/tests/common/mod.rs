@@ -1,3 +1,5 @@
 //! Modules shared by several broker tests.
 pub mod audit;
 pub mod eos;
+pub mod kms;
+pub mod prometheus;

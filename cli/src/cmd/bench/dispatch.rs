@@ -15,7 +15,7 @@ use super::{median, Args};
 
 /// Runs both, alternating, and prints ns/record and the ratio of medians.
 pub(super) fn dispatch_cost(codec: &Codec, args: &Args) -> anyhow::Result<std::process::ExitCode> {
-    let n = args.records.clamp(1, 1_000_000);
+    let n = args.records().clamp(1, 1_000_000);
     let inputs: Vec<_> = (0..n)
         .map(|i| {
             let value = TotalsInput {

@@ -1,0 +1,291 @@
+//! One polled record (or one punctuation) through the processor, inside the open transaction.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tracing::{debug, error, warn};
+
+use super::routing::{now_ms, output_headers, retry_info};
+use super::{Core, EngineConsumer, Position};
+use crate::error::{Disposition, ErrorClass, RuntimeError};
+use crate::headers;
+use crate::processor::{Context, Input, Output, Processor};
+
+/// An encoded output: physical topic and value bytes.
+pub(super) type Encoded = (String, Vec<u8>);
+
+/// Why a record failed: class, message and what to do with it.
+pub(super) type Failure = (ErrorClass, String, Disposition);
+
+impl<P: Processor> Core<P> {
+    /// Handles one polled record inside the open transaction.
+    pub(super) fn handle(
+        &mut self,
+        consumer: &EngineConsumer<P>,
+        msg: &BorrowedMessage<'_>,
+    ) -> Result<(), RuntimeError> {
+        let physical = msg.topic().to_string();
+        let partition = msg.partition();
+        let offset = msg.offset();
+        let tp = (physical.clone(), partition);
+        match self.positions.get(&tp) {
+            Some(pos) if pos.next.is_some_and(|n| offset < n) => {
+                // Already processed (a record fetched before a rewind/seek took effect).
+                return Ok(());
+            }
+            None => {
+                debug!(topic = %physical, partition, "record from an unassigned partition; skipping");
+                return Ok(());
+            }
+            _ => {}
+        }
+
+        // Retry-topic records carry their original coordinates and a due time.
+        let logical_consumed = self.names.logical(&physical).to_string();
+        let retry = retry_info(msg, &self.names, &logical_consumed);
+        if let Some(r) = &retry {
+            let now = now_ms();
+            if r.not_before_ms > now {
+                let wait = Duration::from_millis((r.not_before_ms - now) as u64);
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(&physical, partition, Offset::Offset(offset))
+                    .map_err(|e| RuntimeError::kafka("pause", e))?;
+                consumer
+                    .seek(&physical, partition, Offset::Offset(offset), Duration::from_secs(5))
+                    .map_err(|e| RuntimeError::kafka("seek retry", e))?;
+                consumer.pause(&tpl).map_err(|e| RuntimeError::kafka("pause", e))?;
+                self.paused.insert(tp, Instant::now() + wait);
+                return Ok(());
+            }
+        }
+
+        self.begin_if_needed()?;
+        // Headers name physical topics (what exists in Kafka); processors see logical names.
+        let original_topic = retry
+            .as_ref()
+            .map(|r| self.names.logical(&r.topic).to_string())
+            .unwrap_or_else(|| logical_consumed.clone());
+        let attempt = retry.as_ref().map(|r| r.attempt).unwrap_or(1);
+        if let Some(t) = self.txn.as_mut() {
+            *t.counts.inputs.entry(original_topic.clone()).or_default() += 1;
+        }
+
+        let source = match &retry {
+            Some(r) => headers::coordinate(&r.topic, r.partition, r.offset),
+            None => headers::coordinate(&physical, partition, offset),
+        };
+        let failure =
+            self.process_one(msg, &original_topic, partition, offset, attempt, &source)?;
+        if let Some((class, message, disposition)) = failure {
+            let (src_partition, src_offset) =
+                retry.as_ref().map(|r| (r.partition, r.offset)).unwrap_or((partition, offset));
+            let max = self.cfg.retry.max_attempts;
+            let has_retry = self.names.retry(&original_topic).is_some();
+            if disposition == Disposition::Retry && attempt < max && has_retry {
+                self.send_retry(
+                    msg,
+                    &original_topic,
+                    src_partition,
+                    src_offset,
+                    attempt + 1,
+                    &source,
+                )?;
+            } else {
+                // Without a retry topic a not-ready record is dead-lettered at once, as
+                // `not_ready`; with one, only after the last attempt.
+                let class = if disposition == Disposition::Retry && has_retry {
+                    ErrorClass::RetriesExhausted
+                } else {
+                    class
+                };
+                self.send_dlq(
+                    msg,
+                    &original_topic,
+                    src_partition,
+                    src_offset,
+                    class,
+                    &message,
+                    attempt,
+                    &source,
+                )?;
+            }
+        }
+
+        self.positions.insert(tp.clone(), Position { next: Some(offset + 1) });
+        if let Some(txn) = self.txn.as_mut() {
+            txn.records += 1;
+            txn.touched.insert(tp);
+        }
+        Ok(())
+    }
+
+    /// Decodes and processes one record. `Ok(Some(..))` = the record failed and must be
+    /// dead-lettered or retried; `Err` = stop-class failure.
+    fn process_one(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        attempt: u32,
+        source: &str,
+    ) -> Result<Option<Failure>, RuntimeError> {
+        let payload = match msg.payload() {
+            None => {
+                return Ok(Some((
+                    ErrorClass::Deserialization,
+                    "record has no value".into(),
+                    Disposition::DeadLetter,
+                )))
+            }
+            Some(p) => p,
+        };
+        if payload.len() > self.cfg.max_record_bytes {
+            return Ok(Some((
+                ErrorClass::Oversized,
+                format!("value is {} bytes, limit is {}", payload.len(), self.cfg.max_record_bytes),
+                Disposition::DeadLetter,
+            )));
+        }
+        let decoded = match self.codec.decode(payload) {
+            Ok(d) => d,
+            Err(e) if e.is_transient() => return Err(RuntimeError::Unavailable(e.to_string())),
+            Err(e) => {
+                return Ok(Some((
+                    ErrorClass::Deserialization,
+                    e.to_string(),
+                    Disposition::DeadLetter,
+                )))
+            }
+        };
+        let state = self.states.entry(partition).or_default();
+        state.begin_record();
+        let input = Input {
+            topic,
+            partition,
+            offset,
+            timestamp: msg.timestamp().to_millis(),
+            key: msg.key(),
+            schema: &decoded.schema_name,
+            value: &decoded.value,
+            attempt,
+        };
+        let mut ctx = Context::new(state);
+        let result = self.processor.process(&input, &mut ctx);
+        let outputs = ctx.take_outputs();
+        match result {
+            Ok(()) => {
+                // Encode everything first so that a bad output leaves no partial trace.
+                let encoded = match self.encode_outputs(&outputs) {
+                    Ok(encoded) => encoded,
+                    Err((out, e)) => {
+                        self.states.entry(partition).or_default().rollback_record();
+                        error!(topic = %out.topic, error = %e, "processor emitted a value that does not match its schema");
+                        return Ok(Some((
+                            ErrorClass::Encoding,
+                            format!("output to {} does not match {}: {e}", out.topic, out.schema),
+                            Disposition::DeadLetter,
+                        )));
+                    }
+                };
+                self.send_outputs(&outputs, encoded, source)?;
+                Ok(None)
+            }
+            Err(e) => {
+                self.states.entry(partition).or_default().rollback_record();
+                match e.disposition() {
+                    Disposition::Stop => Err(RuntimeError::Processor(e)),
+                    d => Ok(Some((e.class(), e.to_string(), d))),
+                }
+            }
+        }
+    }
+
+    /// Runs [`Processor::punctuate`] for every assigned partition when its interval is due.
+    /// Outputs go into the open transaction; the partition's first input is marked touched so
+    /// the commit writes its progress marker (a transaction never carries outputs without one).
+    pub(super) fn punctuate_if_due(&mut self) -> Result<(), RuntimeError> {
+        let Some(interval) = self.processor.punctuate_interval() else { return Ok(()) };
+        if self.cfg.mode == crate::config::Mode::ReadOnly {
+            return Ok(());
+        }
+        if self.last_punctuate.elapsed() < interval {
+            return Ok(());
+        }
+        self.last_punctuate = Instant::now();
+        let partitions: Vec<i32> = self.states.keys().copied().collect();
+        for p in partitions {
+            let state = self.states.entry(p).or_default();
+            state.begin_record();
+            let mut ctx = Context::new(state);
+            let result = self.processor.punctuate(p, &mut ctx);
+            let outputs = ctx.take_outputs();
+            if let Err(e) = result {
+                self.states.entry(p).or_default().rollback_record();
+                match e.disposition() {
+                    Disposition::Stop => return Err(RuntimeError::Processor(e)),
+                    _ => {
+                        warn!(partition = p, error = %e, "punctuation failed; will try again");
+                        continue;
+                    }
+                }
+            }
+            if outputs.is_empty() {
+                continue;
+            }
+            self.begin_if_needed()?;
+            let first_input = self.names.physical(&self.names.inputs[0]);
+            let source = headers::coordinate(&first_input, p, -1);
+            let encoded = self.encode_outputs(&outputs).map_err(|(out, e)| {
+                RuntimeError::Encode { topic: out.topic.clone(), message: e.to_string() }
+            })?;
+            self.send_outputs(&outputs, encoded, &source)?;
+            let tp = (first_input, p);
+            if self.positions.get(&tp).is_some_and(|pos| pos.next.is_some()) {
+                if let Some(t) = self.txn.as_mut() {
+                    t.touched.insert(tp);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes every output (physical topic, bytes), or names the first that does not match its
+    /// schema.
+    fn encode_outputs<'o>(
+        &self,
+        outputs: &'o [Output],
+    ) -> Result<Vec<Encoded>, (&'o Output, crate::codec::CodecError)> {
+        outputs
+            .iter()
+            .map(|out| {
+                let physical = self.names.physical(&out.topic);
+                match self.codec.encode(&physical, &out.schema, &out.value) {
+                    Ok(bytes) => Ok((physical, bytes)),
+                    Err(e) => Err((out, e)),
+                }
+            })
+            .collect()
+    }
+
+    /// Produces encoded outputs in the open transaction with the source, transaction and index
+    /// headers, and counts them for the commit's metrics.
+    fn send_outputs(
+        &mut self,
+        outputs: &[Output],
+        encoded: Vec<Encoded>,
+        source: &str,
+    ) -> Result<(), RuntimeError> {
+        let txn_id = self.txn.as_ref().map(|t| t.id.clone()).unwrap_or_default();
+        for (index, (out, (physical, bytes))) in outputs.iter().zip(encoded).enumerate() {
+            let hdrs = output_headers(out, source, &txn_id, index);
+            self.send(&physical, out.partition, out.key.as_deref(), Some(&bytes), hdrs)?;
+            if let Some(t) = self.txn.as_mut() {
+                *t.counts.outputs.entry(out.topic.clone()).or_default() += 1;
+            }
+        }
+        Ok(())
+    }
+}
