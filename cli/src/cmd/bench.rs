@@ -21,6 +21,7 @@
 //! the method and holds the latest figures.
 
 mod audit;
+mod dispatch;
 mod latency;
 mod peer;
 mod proc;
@@ -57,6 +58,9 @@ pub enum Suite {
     AuditHash,
     /// Restore of a changelog (`--records` keys, default 1M) next to a raw consume of it.
     Restore,
+    /// In-process cost per record of the totals processor called directly next to through
+    /// `Box<dyn Processor>` (how registered processors run).
+    Dispatch,
     /// Internal: the raw pass-through worker the other suites start as a child process.
     #[value(hide = true)]
     Passthrough,
@@ -140,6 +144,7 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let report = match args.suite {
         Suite::Passthrough => return passthrough_worker(&base, &args),
         Suite::AuditHash => return audit::hash_cost(&codec, &args),
+        Suite::Dispatch => return dispatch::dispatch_cost(&codec, &args),
         Suite::Totals => totals::run(&ctx, &base, &codec, &args)?,
         Suite::AuditChain => audit::chain(&ctx, &base, &codec, &args)?,
         Suite::AuditVerify => audit::verify(&ctx, &base, &codec, &args)?,
@@ -404,7 +409,7 @@ pub(crate) fn input_record(
         }
         Input::Audit => (
             format!("key-{}", i % TOTALS_KEYS),
-            codec.encode(input, "evalstream.audit.AuditEvent", &audit::event(i, filler))?,
+            codec.encode_record(input, &audit::event(i, filler))?,
         ),
     })
 }

@@ -11,7 +11,6 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use apache_avro::types::Value;
 use evalstream_audit::chain::{AuditEventJson, ChainHead};
 use evalstream_audit::merkle::CompactRange;
 use evalstream_audit::records::{
@@ -29,16 +28,16 @@ use super::report::{Report, SystemFigures};
 use super::{create_topics, fmt_rates, median, prepare, verify, Args, Ctx, Input, Topics};
 
 /// Audit event `i` with a JSON payload carrying `filler` (so records are about `--record-bytes`).
-pub(super) fn event(i: u64, filler: &str) -> Value {
+pub(super) fn event(i: u64, filler: &str) -> AuditEventJson {
     let payload = serde_json::json!({ "n": i, "score": (i % 1000) as f64 / 8.0, "note": filler });
-    Value::Record(vec![
-        ("event_id".into(), Value::String(format!("bench-{i}"))),
-        ("type".into(), Value::String("eval.submission_accepted".into())),
-        ("actor".into(), Value::String(format!("svc-{}", i % 7))),
-        ("subject".into(), Value::String(format!("model-{}", i % 50))),
-        ("occurred_at".into(), Value::TimestampMillis(1_790_000_000_000 + i as i64)),
-        ("payload".into(), Value::String(payload.to_string())),
-    ])
+    AuditEventJson {
+        event_id: format!("bench-{i}"),
+        event_type: "eval.submission_accepted".into(),
+        actor: format!("svc-{}", i % 7),
+        subject: format!("model-{}", i % 50),
+        occurred_at: 1_790_000_000_000 + i as i64,
+        payload: payload.to_string(),
+    }
 }
 
 /// How the chain processor signs in one run.
@@ -261,9 +260,8 @@ pub(super) fn verify(
 /// ns/event of canonicalize + entry hash + Merkle append + ChainRecord encode, in process.
 pub(super) fn hash_cost(codec: &Codec, args: &Args) -> anyhow::Result<ExitCode> {
     let filler = "x".repeat(args.record_bytes.saturating_sub(300));
-    let events: Vec<AuditEventJson> = (0..args.records().min(200_000))
-        .map(|i| AuditEventJson::from_avro(&event(i, &filler)))
-        .collect::<Result<_, _>>()?;
+    let events: Vec<AuditEventJson> =
+        (0..args.records().min(200_000)).map(|i| event(i, &filler)).collect();
     let mut per_event = Vec::new();
     for run in 0..args.runs {
         let mut head = ChainHead::genesis(0);

@@ -11,6 +11,7 @@
 //! [`crate::record`]), typed state ([`State`]), one [`Registration`] per processor, and the
 //! in-memory runner [`crate::testkit::Runner`]. `docs/writing-a-processor.md` walks through it.
 
+mod finite;
 mod registration;
 pub(crate) mod state;
 
