@@ -24,8 +24,9 @@ use std::collections::{BTreeSet, HashMap};
 use evalstream_audit::records::{ChainRecord, ChainRecordBody, CheckpointStatus};
 use evalstream_runtime::error::ProcessError;
 use evalstream_runtime::metrics::{Gauge, Metrics};
-use evalstream_runtime::processor::{Context, Input, Output, Processor, ResumeHint, TopicReader};
-use evalstream_runtime::state::StateView;
+use evalstream_runtime::processor::{
+    Context, Input, Output, Processor, ResumeHint, State, TopicReader,
+};
 
 /// The contract name (CONTRACTS.md, docs/operations.md).
 pub const PENDING_GAUGE: &str = "audit_checkpoints_pending_signature";
@@ -103,7 +104,7 @@ impl<P: Processor> Processor for PendingSignatures<P> {
     fn on_assign(
         &mut self,
         partition: i32,
-        state: &mut StateView,
+        state: &mut State<'_>,
         reader: &TopicReader<'_>,
     ) -> Result<ResumeHint, ProcessError> {
         self.forget(partition);
@@ -193,7 +194,7 @@ mod tests {
             value: &value,
             attempt: 1,
         };
-        let mut state = StateView::new();
+        let mut state = evalstream_runtime::state::StateView::new();
         let mut ctx = Context::for_test(&mut state);
         p.process(&input, &mut ctx).unwrap();
     }

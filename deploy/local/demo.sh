@@ -26,11 +26,20 @@ mkdir -p "$logs"
 
 # Left running afterwards (like a development database): the next demo or test run reuses it.
 KAFKA_PORT="${KAFKA_BOOTSTRAP_SERVERS##*:}" deploy/local/broker.sh start
-cargo build --quiet -p evalstream
-bin="${CARGO_TARGET_DIR:-target}/debug/evalstream"
+# EVALSTREAM_BIN (set by test.sh): a binary already built from this checkout.
+if [[ -n "${EVALSTREAM_BIN:-}" ]]; then
+    bin="$EVALSTREAM_BIN"
+else
+    cargo build --quiet -p evalstream
+    bin="${CARGO_TARGET_DIR:-target}/debug/evalstream"
+fi
 
 echo "== topology (prefix $EVALSTREAM_TOPIC_PREFIX)"
 "$bin" topology apply
+# New topics answer "not leader" until their leaders are elected; a processor whose first restore
+# runs in that window stops (a retriable error it does not retry yet). Wait for every leader.
+python3 deploy/local/kafka_probe.py "${KAFKA_BOOTSTRAP_SERVERS%%,*}" --quiet \
+    --topics-with-prefix "$EVALSTREAM_TOPIC_PREFIX" --wait 60
 
 # A development signing key and its registry entry (production signs with AWS KMS: see
 # docs/signing.md). Kept under .evalstream/ so repeated demos reuse them.

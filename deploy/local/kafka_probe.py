@@ -2,10 +2,16 @@
 """Is a Kafka-protocol broker ready? Asks it for cluster metadata over the Kafka wire protocol.
 
     python3 deploy/local/kafka_probe.py HOST:PORT [--timeout SECONDS] [--quiet]
+    python3 deploy/local/kafka_probe.py HOST:PORT --topics-with-prefix PREFIX [--wait SECONDS]
 
 Exit 0 when the broker answers a Metadata request (API key 3, version 4) with at least one
 broker and a controller id, and prints "cluster <id>, controller <n>, brokers <host:port,...>";
 exit 1 otherwise with the reason on stderr.
+
+With --topics-with-prefix, also requires that at least one topic has that name prefix and that
+every partition of every such topic has a leader and no error, polling for up to --wait seconds:
+topics that were just created answer "not leader" until their leaders are elected, and a client
+that starts in that window (a processor's first restore) sees a retriable error.
 
 Why a protocol request and not an open port: a KRaft broker opens its listener before it has
 caught up with the metadata log, and a Tansu or Kafka JVM that is still starting can accept a
@@ -23,6 +29,7 @@ import argparse
 import socket
 import struct
 import sys
+import time
 
 METADATA = 3
 VERSION = 4
@@ -30,12 +37,12 @@ CORRELATION_ID = 0x65766C73  # "evls"
 CLIENT_ID = b"evalstream-probe"
 
 
-def request() -> bytes:
+def request(all_topics: bool = False) -> bytes:
     # Request header v1: api_key, api_version, correlation_id, client_id (nullable string).
     header = struct.pack(">hhih", METADATA, VERSION, CORRELATION_ID, len(CLIENT_ID)) + CLIENT_ID
-    # Metadata v4 body: topics = empty array (no topic metadata, just brokers and controller),
-    # allow_auto_topic_creation = false.
-    body = struct.pack(">i?", 0, False)
+    # Metadata v4 body: topics = empty array (no topic metadata, just brokers and controller) or
+    # null (every topic), allow_auto_topic_creation = false.
+    body = struct.pack(">i?", -1 if all_topics else 0, False)
     payload = header + body
     return struct.pack(">i", len(payload)) + payload
 
@@ -73,10 +80,10 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def probe(host: str, port: int, timeout: float):
+def probe(host: str, port: int, timeout: float, all_topics: bool = False):
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.settimeout(timeout)
-        sock.sendall(request())
+        sock.sendall(request(all_topics))
         (size,) = struct.unpack(">i", recv_exact(sock, 4))
         if not 0 < size < 1 << 24:
             raise ValueError(f"implausible response size {size}")
@@ -93,7 +100,37 @@ def probe(host: str, port: int, timeout: float):
         brokers.append((node_id, broker_host, broker_port))
     cluster_id = r.string()
     controller_id = r.take(">i")
-    return cluster_id, controller_id, brokers
+    topics = {}  # name -> [(partition, error code, leader)], or the topic's error code
+    if all_topics:
+        for _ in range(r.take(">i")):
+            error = r.take(">h")
+            name = r.string()
+            r.take(">?")  # is_internal
+            partitions = []
+            for _ in range(r.take(">i")):
+                p_error = r.take(">h")
+                index = r.take(">i")
+                leader = r.take(">i")
+                for _ in range(2):  # replica_nodes, isr_nodes
+                    for _ in range(r.take(">i")):
+                        r.take(">i")
+                partitions.append((index, p_error, leader))
+            topics[name] = error if error else partitions
+    return cluster_id, controller_id, brokers, topics
+
+
+def topics_ready(topics: dict, prefix: str):
+    """None when every topic named prefix* has a leader on every partition, else why not."""
+    chosen = {n: t for n, t in topics.items() if n and n.startswith(prefix)}
+    if not chosen:
+        return f"no topic named {prefix}*"
+    for name, parts in sorted(chosen.items()):
+        if isinstance(parts, int):
+            return f"{name}: error code {parts}"
+        for index, error, leader in parts:
+            if error or leader < 0:
+                return f"{name}[{index}]: error code {error}, leader {leader}"
+    return None
 
 
 def main() -> int:
@@ -101,19 +138,29 @@ def main() -> int:
     ap.add_argument("address", help="HOST:PORT of the broker")
     ap.add_argument("--timeout", type=float, default=2.0, help="socket timeout in seconds")
     ap.add_argument("--quiet", action="store_true", help="print nothing on success")
+    ap.add_argument("--topics-with-prefix", metavar="PREFIX", help="also wait for these topics")
+    ap.add_argument("--wait", type=float, default=0.0, help="seconds to keep polling")
     args = ap.parse_args()
     host, _, port = args.address.rpartition(":")
-    try:
-        cluster_id, controller_id, brokers = probe(host or "127.0.0.1", int(port), args.timeout)
-    except (OSError, ValueError) as e:
-        print(f"kafka_probe: {args.address}: {e}", file=sys.stderr)
-        return 1
-    if not brokers or controller_id < 0:
-        print(
-            f"kafka_probe: {args.address}: metadata has no brokers or no controller yet",
-            file=sys.stderr,
-        )
-        return 1
+    deadline = time.monotonic() + args.wait
+    while True:
+        try:
+            cluster_id, controller_id, brokers, topics = probe(
+                host or "127.0.0.1", int(port), args.timeout, args.topics_with_prefix is not None
+            )
+            problem = None
+            if not brokers or controller_id < 0:
+                problem = "metadata has no brokers or no controller yet"
+            elif args.topics_with_prefix is not None:
+                problem = topics_ready(topics, args.topics_with_prefix)
+        except (OSError, ValueError) as e:
+            problem = str(e)
+        if problem is None:
+            break
+        if time.monotonic() >= deadline:
+            print(f"kafka_probe: {args.address}: {problem}", file=sys.stderr)
+            return 1
+        time.sleep(0.2)
     if not args.quiet:
         listed = ",".join(f"{h}:{p}" for _, h, p in brokers)
         print(f"cluster {cluster_id}, controller {controller_id}, brokers {listed}")

@@ -19,7 +19,11 @@
 #   tier 4: the Tansu tier: the broker tests listed in integration-tests/tansu-tier.txt, again,
 #           on Tansu with EVALSTREAM_TEST_BROKER=tansu (Tansu shows aborted transactional
 #           records to read_committed readers; the tests read the variable to know it)
-#   then:   the audit parity vectors in Python, and the quick start (demo.sh --once)
+#   then:   a short run of every benchmark suite (evalstream bench: totals with the Kafka
+#           Streams peer, audit-chain with KMS Sign calls counted on moto, audit-verify,
+#           audit-hash, restore) so the benchmarks cannot rot: small record counts, one run, no
+#           timing assertions, only "it ran, its outputs verified, it printed the table";
+#           the audit parity vectors in Python, and the quick start (demo.sh --once)
 #
 # Only the registry tests see the registry: EVALSTREAM_TEST_REGISTRY_URL is not
 # SCHEMA_REGISTRY_URL, so every other test keeps the single-object encoding.
@@ -83,6 +87,15 @@ echo "== schema fingerprint vectors (Java Avro and fastavro)"
 tools/schema_fingerprints.sh --check
 echo "== build"
 cargo build --workspace --all-targets --features evalstream-integration-tests/broker
+# The broker tests and the demo run `evalstream` as a subprocess. Where several checkouts share one
+# CARGO_TARGET_DIR, <target>/debug/evalstream is whichever checkout built last, and can change in
+# the middle of a run; a private copy of this checkout's binary keeps the run self-consistent.
+if [[ -z "${EVALSTREAM_BIN:-}" ]]; then
+    EVALSTREAM_BIN="$(mktemp -d)/evalstream"
+    cp "${CARGO_TARGET_DIR:-target}/debug/evalstream" "$EVALSTREAM_BIN"
+    export EVALSTREAM_BIN
+    started+=("rm -rf '$(dirname "$EVALSTREAM_BIN")'")
+fi
 echo "== tests (unit + broker; $EVALSTREAM_TEST_BROKER at $KAFKA_BOOTSTRAP_SERVERS, registry at $EVALSTREAM_TEST_REGISTRY_URL, KMS at $MOTO_URL)"
 cargo test --workspace --features evalstream-integration-tests/broker -- --test-threads=2
 
@@ -110,6 +123,25 @@ if [[ "${TANSU_TIER:-1}" != 0 ]]; then
         rm -f "$out"
     done <integration-tests/tansu-tier.txt
 fi
+
+echo "== benchmarks, short (each suite runs and prints its table; no timing is asserted)"
+bench_log=$(mktemp -d)
+bench() {
+    local name=$1
+    shift
+    local t0=$SECONDS
+    "$EVALSTREAM_BIN" bench --log-dir "$bench_log/$name" "$@" >"$bench_log/$name.out" 2>"$bench_log/$name.err" \
+        || { tail -n 30 "$bench_log/$name.err" >&2; echo "bench $name failed" >&2; exit 1; }
+    cat "$bench_log/$name.out"
+    grep -q '^issue 8 target\|ns/event' "$bench_log/$name.out" || { echo "bench $name printed no table" >&2; exit 1; }
+    echo "-- bench $name: $((SECONDS - t0)) s"
+}
+bench totals --suite totals --peer kafka-streams --records 20000 --runs 1 --latency-seconds 2
+bench audit-chain --suite audit-chain --records 5000 --runs 1 --kms-endpoint "$MOTO_URL"
+bench audit-verify --suite audit-verify --records 5000 --runs 1
+bench audit-hash --suite audit-hash --records 2000 --runs 1
+bench restore --suite restore --records 50000 --runs 1
+rm -rf "$bench_log"
 
 echo "== parity vectors (independent Python implementation)"
 python3 tools/verify_audit_vectors.py

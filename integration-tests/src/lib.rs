@@ -541,31 +541,28 @@ pub fn evalstream_bin() -> PathBuf {
             .expect("test executable is not in <target>/<profile>/deps; set EVALSTREAM_BIN")
             .to_path_buf();
         build_evalstream(&profile_dir);
-        let bin = profile_dir.join(format!("evalstream{}", std::env::consts::EXE_SUFFIX));
-        assert!(bin.exists(), "{} missing after cargo build", bin.display());
-        // A private copy: a target directory shared by several worktrees (CARGO_TARGET_DIR on
-        // our machines) gets `<target>/<profile>/evalstream` replaced by another worktree's
-        // build while this test still starts processes from it (a restart after a kill, a CLI
-        // call), which then run someone else's code. Removed when the test process exits.
-        let private = std::env::temp_dir().join(unique_name("evalstream-bin"));
-        std::fs::copy(&bin, &private)
-            .unwrap_or_else(|e| panic!("copying {} to {}: {e}", bin.display(), private.display()));
-        if PRIVATE_BIN.set(private.clone()).is_ok() {
-            // SAFETY: registers a plain `extern "C" fn()` with no captured state.
-            unsafe { libc::atexit(remove_private_bin) };
-        }
-        private
+        let built = profile_dir.join(format!("evalstream{}", std::env::consts::EXE_SUFFIX));
+        assert!(built.exists(), "{} missing after cargo build", built.display());
+        private_copy(&built)
     })
     .clone()
 }
 
-/// The private copy made by [`evalstream_bin`], removed at exit.
-static PRIVATE_BIN: OnceLock<PathBuf> = OnceLock::new();
-
-extern "C" fn remove_private_bin() {
-    if let Some(p) = PRIVATE_BIN.get() {
-        let _ = std::fs::remove_file(p);
+/// Copies the freshly built binary to a path of this test process's own, so that every instance a
+/// test starts (restarts after a kill included) runs the same build. Several checkouts may share
+/// one `CARGO_TARGET_DIR`; `<target>/<profile>/evalstream` is then whichever built last and can
+/// change in the middle of a test. A hard link costs nothing and keeps this build's file alive
+/// when cargo replaces the shared path (it unlinks and links anew); a copy is the fallback where
+/// links are not possible.
+fn private_copy(built: &Path) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("evalstream-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("creating a directory for the evalstream binary");
+    let bin = dir.join(built.file_name().expect("binary has a file name"));
+    let _ = std::fs::remove_file(&bin);
+    if std::fs::hard_link(built, &bin).is_err() {
+        std::fs::copy(built, &bin).unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
     }
+    bin
 }
 
 fn build_evalstream(profile_dir: &Path) {

@@ -121,6 +121,7 @@ impl Stack {
                 None,
             )
             .assert_success();
+            wait_for_leaders(p);
         }
         let dir = audit::temp_dir("alerts");
         let signers = dir.join("signers.json");
@@ -337,6 +338,30 @@ fn frozen_processor(st: &Stack) {
         "frozen processor",
         &["EvalstreamTargetDown", "EvalstreamRebalanceLost"],
         &labels,
+    );
+}
+
+/// Waits until every partition of every topic named `<prefix>…` has a leader. `topology apply`
+/// returns once the topics are created; a processor started before their leaders are elected
+/// stops at start-up (its restore treats NotLeaderForPartition as fatal), which is not what this
+/// test is about.
+fn wait_for_leaders(prefix: &str) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = it::client_config().create().unwrap();
+    it::wait_until(
+        &format!("leaders for every {prefix}* partition"),
+        Duration::from_secs(60),
+        || {
+            let Ok(md) = client.fetch_metadata(None, Duration::from_secs(5)) else { return false };
+            let topics: Vec<_> =
+                md.topics().iter().filter(|t| t.name().starts_with(prefix)).collect();
+            !topics.is_empty()
+                && topics.iter().all(|t| {
+                    t.error().is_none()
+                        && !t.partitions().is_empty()
+                        && t.partitions().iter().all(|p| p.leader() >= 0 && p.error().is_none())
+                })
+        },
     );
 }
 

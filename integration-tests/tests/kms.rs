@@ -16,12 +16,12 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
-use evalstream_audit::registry::{Registry, SignerEntry};
 use evalstream_audit::signer::kms::aws_sdk_kms;
 use evalstream_audit::signer::{
     build_signer, verify_signature, KmsConfig, KmsSigner, SignError, Signer, SignerConfig,
     SignerKind, SignerSetupError, ALGORITHM_ECDSA_P256_SHA256,
 };
+use evalstream_audit::trust::{SignerEntry, SignerRegistry};
 
 use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
@@ -129,7 +129,7 @@ fn sign_with_kms_and_verify_with_the_public_key() {
     assert!(verify_signature(ALGORITHM_ECDSA_P256_SHA256, &der, b"forged", &signature).is_err());
 
     // The registry verifies it too, inside the key's window.
-    let mut registry = Registry::new();
+    let mut registry = SignerRegistry::new();
     registry.add(SignerEntry::new(signer.kid(), SignerKind::Kms, &der, 0).unwrap()).unwrap();
     registry.verify(signer.kid(), ALGORITHM_ECDSA_P256_SHA256, 1, message, &signature).unwrap();
 }

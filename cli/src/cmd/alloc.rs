@@ -20,7 +20,9 @@ use std::time::Duration;
 use evalstream_domain::records::AllocationState;
 use serde_json::json;
 
-use super::common::{emit, format_millis, load_config};
+use evalstream_runtime::time::format_rfc3339_ms_aligned as format_millis;
+
+use super::common::{emit, load_config};
 use super::domain_io::{read_allocations, SETTLEMENT_CHANGELOG};
 use super::signers::{now_ms, parse_duration_ms};
 

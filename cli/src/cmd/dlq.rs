@@ -45,6 +45,7 @@ use evalstream_runtime::config::RuntimeConfig;
 use evalstream_runtime::error::ErrorClass;
 use evalstream_runtime::headers::{self as h, coordinate, DeadLetterHeaders, RetryHeaders};
 use evalstream_runtime::kafka::{self, ReaderContext};
+use evalstream_runtime::time::format_rfc3339_ms_aligned;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -53,8 +54,8 @@ use serde_json::{json, Value};
 use thiserror::Error;
 
 use super::common::{
-    bytes_json, emit, ensure_compacted_topic, format_millis, header_pairs, load_config,
-    owned_headers, partition_ids, send_blocking, HeaderList, ReadError, ReadOptions, TopicReader,
+    bytes_json, emit, ensure_compacted_topic, header_pairs, load_config, owned_headers,
+    partition_ids, send_blocking, HeaderList, ReadError, ReadOptions, TopicReader,
 };
 
 /// Records per requeue transaction: small enough that a failure loses little work, large enough
@@ -385,7 +386,7 @@ fn list(cfg: &RuntimeConfig, args: &ListArgs) -> anyhow::Result<ExitCode> {
                 None => line.push_str("  from ?"),
             }
             if let Some(ts) = err.and_then(|o| o.timestamp) {
-                line.push_str(&format!("  at {}", format_millis(ts)));
+                line.push_str(&format!("  at {}", format_rfc3339_ms_aligned(ts)));
             }
             line.push_str(&format!(
                 "  processor={} class={} attempts={}",

@@ -19,8 +19,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use evalstream_audit::registry::Registry;
 use evalstream_audit::signer::LocalKeySigner;
+use evalstream_audit::trust::SignerRegistry;
 use evalstream_domain::proof::{sign_settlement, verify_settlement, LedgerProof, ProofError};
 use evalstream_domain::records::FinanceSettlement;
 use evalstream_runtime::codec::{avro_to_json, Codec};
@@ -100,7 +100,7 @@ pub fn run(config: Option<&Path>, cmd: Command) -> anyhow::Result<ExitCode> {
 fn verify(config: Option<&Path>, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let cfg = load_config(config)?;
     let codec = Codec::from_env().context("loading schemas")?;
-    let registry = Registry::load(&args.signers)
+    let registry = SignerRegistry::load(&args.signers)
         .with_context(|| format!("signer registry {}", args.signers.display()))?;
     let timeout = Duration::from_millis(args.timeout_ms);
     let mut found = Vec::new();

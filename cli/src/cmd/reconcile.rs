@@ -40,7 +40,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use evalstream_audit::registry::Registry;
+use evalstream_audit::trust::SignerRegistry;
 use evalstream_domain::events::{self, Fact};
 use evalstream_domain::proof::verify_settlement;
 use evalstream_domain::records::{
@@ -51,7 +51,9 @@ use evalstream_settlement::state::Allocation;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::common::{format_millis, load_config};
+use evalstream_runtime::time::format_rfc3339_ms as format_millis;
+
+use super::common::load_config;
 use super::domain_io::{
     actor, command_id, read_allocations, read_typed, Outgoing, SETTLEMENT_CHANGELOG,
 };
@@ -193,7 +195,7 @@ pub fn plan(
     allocations: &[Allocation],
     settlements: &BTreeMap<String, Vec<FinanceSettlement>>,
     ledger: &[LedgerLine],
-    registry: Option<&Registry>,
+    registry: Option<&SignerRegistry>,
 ) -> Plan {
     let mut p = Plan::default();
     let by_entry: BTreeMap<&str, &LedgerLine> =
@@ -377,7 +379,7 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let codec = Codec::from_env().context("loading schemas")?;
     let timeout = Duration::from_millis(args.timeout_ms);
     let registry =
-        args.signers.as_deref().map(Registry::load).transpose().context("signer registry")?;
+        args.signers.as_deref().map(SignerRegistry::load).transpose().context("signer registry")?;
     let (ledger, export_sha256) = read_ledger_export(&args.ledger_export)?;
     let allocations = read_allocations(&cfg, &args.changelog, timeout)?;
     let mut settlements: BTreeMap<String, Vec<FinanceSettlement>> = BTreeMap::new();
@@ -516,8 +518,8 @@ fn print_text(run_id: &str, plan: &Plan, verified: bool) {
 
 #[cfg(test)]
 mod tests {
-    use evalstream_audit::registry::SignerEntry;
     use evalstream_audit::signer::{LocalKeySigner, SignerKind};
+    use evalstream_audit::trust::SignerEntry;
     use evalstream_domain::proof::{sign_settlement, LedgerProof};
 
     use super::*;
@@ -544,7 +546,7 @@ mod tests {
     fn every_category_and_only_safe_corrections() {
         let key = LocalKeySigner::random().unwrap();
         let revoked = LocalKeySigner::random().unwrap();
-        let mut registry = Registry::new();
+        let mut registry = SignerRegistry::new();
         registry
             .add(
                 SignerEntry::new("fin", SignerKind::Finance, key.public_key_spki_der(), 0).unwrap(),

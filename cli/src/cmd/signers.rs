@@ -2,13 +2,13 @@
 //!
 //! ```text
 //!   --file F | $SIGNERS_FILE | ./signers.json
-//!        │ Registry::load (validated: unique kids, one active key per kind, parseable keys)
+//!        │ SignerRegistry::load (validated: unique kids, one active key per kind, parseable keys)
 //!        ├─► list     table, or the JSON document (--json)
 //!        ├─► add      public key from --public-key FILE | --from-kms KEY_ID | --generate KEY_OUT
 //!        ├─► rotate   same key sources; old active key of the kind → retired at --at, new → active
 //!        └─► revoke   the key is compromised: it verifies nothing any more
 //!        ▼
-//!   Registry::save (temporary file + rename: readers never see half a file)
+//!   SignerRegistry::save (temporary file + rename: readers never see half a file)
 //! ```
 //!
 //! Finance's ledger-proof keys live here too, as kind `finance` (`signers add --kind finance
@@ -26,11 +26,11 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
-use evalstream_audit::registry::rfc3339::{format_rfc3339_ms, parse_rfc3339_ms};
-use evalstream_audit::registry::{Registry, SignerEntry};
 use evalstream_audit::signer::{
     derive_kid, public_key_spki_der, KmsConfig, KmsSigner, LocalKeySigner, SignerKind,
 };
+use evalstream_audit::trust::{SignerEntry, SignerRegistry};
+use evalstream_runtime::time::{format_rfc3339_ms, parse_rfc3339_ms};
 
 use super::common::emit;
 
@@ -188,8 +188,8 @@ pub(crate) fn parse_time(flag: &str, value: Option<&str>) -> anyhow::Result<i64>
     }
 }
 
-fn load(path: &Path) -> anyhow::Result<Registry> {
-    Registry::load(path).map_err(|e| anyhow::anyhow!(e)).with_context(|| {
+fn load(path: &Path) -> anyhow::Result<SignerRegistry> {
+    SignerRegistry::load(path).map_err(|e| anyhow::anyhow!(e)).with_context(|| {
         format!(
             "cannot use signer registry {} (create one with `evalstream signers add`)",
             path.display()
@@ -198,11 +198,11 @@ fn load(path: &Path) -> anyhow::Result<Registry> {
 }
 
 /// Loads the registry, or starts an empty one when the file does not exist yet (first `add`).
-fn load_or_new(path: &Path) -> anyhow::Result<Registry> {
+fn load_or_new(path: &Path) -> anyhow::Result<SignerRegistry> {
     if path.exists() {
         load(path)
     } else {
-        Ok(Registry::new())
+        Ok(SignerRegistry::new())
     }
 }
 
@@ -318,7 +318,11 @@ fn new_entry(key: NewKey, from_ms: i64) -> anyhow::Result<(SignerEntry, Option<P
 }
 
 /// Writes the generated private key (if any), then the registry.
-fn commit(registry: &Registry, path: &Path, pending: Option<PendingKey>) -> anyhow::Result<()> {
+fn commit(
+    registry: &SignerRegistry,
+    path: &Path,
+    pending: Option<PendingKey>,
+) -> anyhow::Result<()> {
     if let Some(pending) = pending {
         pending.write()?;
     }
@@ -455,7 +459,7 @@ mod tests {
         .unwrap();
         run_args(&["revoke", "--file", f, "--kid", "dev-a", "--at", "2025-11-20T00:00:00Z"])
             .unwrap();
-        let registry = Registry::load(&file).unwrap();
+        let registry = SignerRegistry::load(&file).unwrap();
         let kids: Vec<_> =
             registry.entries().iter().map(|e| (e.kid(), e.status().as_str())).collect();
         assert_eq!(kids, vec![("dev-a", "revoked"), ("dev-b", "active")]);
@@ -498,7 +502,7 @@ mod tests {
             &fb,
         ])
         .unwrap();
-        let registry = Registry::load(&file).unwrap();
+        let registry = SignerRegistry::load(&file).unwrap();
         let rows: Vec<_> =
             registry.entries().iter().map(|e| (e.kind().as_str(), e.status().as_str())).collect();
         assert_eq!(rows, [("local", "active"), ("finance", "retired"), ("finance", "active")]);

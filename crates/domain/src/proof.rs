@@ -30,10 +30,10 @@
 //! - the key's window is checked at the *signed* `settled_at`, not the record's unsigned one.
 
 use evalstream_audit::canonical::canonicalize_str;
-use evalstream_audit::registry::{Registry, SignatureCheckError};
 use evalstream_audit::signer::{
     KeyPurpose, LocalKeySigner, SignError, Signer, ALGORITHM_ECDSA_P256_SHA256,
 };
+use evalstream_audit::trust::{SignatureCheckError, SignerRegistry};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -163,7 +163,7 @@ impl ProofError {
 /// returns the signed content.
 pub fn verify_settlement(
     s: &FinanceSettlement,
-    registry: &Registry,
+    registry: &SignerRegistry,
 ) -> Result<LedgerProof, ProofError> {
     let proof = LedgerProof::parse(&s.proof)?;
     registry
@@ -229,8 +229,8 @@ pub fn sign_settlement(
 
 #[cfg(test)]
 mod tests {
-    use evalstream_audit::registry::SignerEntry;
     use evalstream_audit::signer::SignerKind;
+    use evalstream_audit::trust::SignerEntry;
 
     use super::*;
 
@@ -240,8 +240,8 @@ mod tests {
         LocalKeySigner::random().unwrap()
     }
 
-    fn registry(finance: &LocalKeySigner, audit: &LocalKeySigner) -> Registry {
-        let mut r = Registry::new();
+    fn registry(finance: &LocalKeySigner, audit: &LocalKeySigner) -> SignerRegistry {
+        let mut r = SignerRegistry::new();
         r.add(
             SignerEntry::new("fin-1", SignerKind::Finance, finance.public_key_spki_der(), T0)
                 .unwrap(),

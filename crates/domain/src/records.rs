@@ -556,24 +556,9 @@ record!(Switch, "evalstream.control.Switch");
 
 // ─── Audit ──────────────────────────────────────────────────────────────────────────────────────
 
-/// `evalstream.audit.AuditEvent` (topic `audit.events`, keyed by `subject`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEvent {
-    /// Deterministic id (see [`crate::events`]).
-    pub event_id: String,
-    /// Dotted type.
-    #[serde(rename = "type")]
-    pub event_type: String,
-    /// Principal that caused it.
-    pub actor: String,
-    /// What it is about.
-    pub subject: String,
-    /// Event time of the cause.
-    pub occurred_at: i64,
-    /// Details as JSON text.
-    pub payload: String,
-}
-record!(AuditEvent, "evalstream.audit.AuditEvent");
+/// `evalstream.audit.AuditEvent` (topic `audit.events`, keyed by `subject`): the audit crate's
+/// typed record, the one the chain reads.
+pub use evalstream_audit::chain::AuditEventJson as AuditEvent;
 
 #[cfg(test)]
 mod tests {

@@ -14,8 +14,8 @@
 //!  commit() ─► changelog entries     abort() ─► state, outputs and positions back to the last commit
 //! ```
 //!
-//! The classification mirrors the engine (`crates/runtime/src/engine.rs`, `process_one` and
-//! `handle`): a failed record leaves no state writes and no outputs; undecodable bytes are
+//! The classification mirrors the engine (`crates/runtime/src/engine/process.rs`, `handle` and
+//! `process_one`): a failed record leaves no state writes and no outputs; undecodable bytes are
 //! dead-lettered with the codec's class; retry topics and attempt limits come from
 //! `topology/topology.toml` as the engine derives them. Inputs and outputs really go through
 //! the codec, so a type that disagrees with its schema fails here as it would in production.
@@ -29,11 +29,11 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::{Codec, Decoded, SchemaStore};
 use crate::config::RuntimeConfig;
+use crate::engine::TopicNames;
 use crate::error::{Disposition, ErrorClass, ProcessError};
 use crate::processor::{Context, Input, Output, Processor};
 use crate::record::{self, Record, RecordError};
 use crate::state::StateView;
-use crate::topology::Topology;
 
 /// The codec tests use: the bundled schemas, no registry (single-object encoding), built once.
 pub fn codec() -> &'static Codec {
@@ -601,21 +601,11 @@ impl<P: Processor> Runner<P> {
     }
 }
 
-/// Inputs that have a retry topic, as the engine derives them: from the bundled topology when it
-/// declares the processor with the same inputs in the same order, otherwise every input.
+/// Inputs that have a retry topic: the engine's own topic names ([`TopicNames`], from the bundled
+/// topology when it declares the processor with the same inputs in order, derived otherwise).
 fn retry_inputs(processor: &dyn Processor) -> BTreeSet<String> {
-    let inputs = processor.inputs();
-    let topology = Topology::bundled().ok();
-    let spec = topology
-        .as_ref()
-        .and_then(|t| t.processor(processor.name()))
-        .filter(|spec| spec.input_topics().map(str::to_string).collect::<Vec<_>>() == inputs);
-    match spec {
-        Some(spec) => {
-            spec.inputs.iter().filter(|i| i.retry.is_some()).map(|i| i.topic.clone()).collect()
-        }
-        None => inputs.into_iter().collect(),
-    }
+    let names = TopicNames::new(&RuntimeConfig::default(), processor);
+    processor.inputs().into_iter().filter(|i| names.retry(i).is_some()).collect()
 }
 
 #[cfg(test)]

@@ -466,26 +466,7 @@ pub fn proof_bytes(p: &Proof) -> Vec<u8> {
 }
 
 fn b64(bytes: &[u8]) -> String {
-    evalstream_integration_tests_base64(bytes)
-}
-
-/// Standard padded base64 (RFC 4648), written out so the test needs no extra crate.
-pub fn evalstream_integration_tests_base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            out.push(if i <= c.len() {
-                A[((n >> (18 - 6 * i)) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
+    evalstream_runtime::b64::encode(bytes)
 }
 
 /// The code of a domain DLQ reason (`invalid record: <code>: ...`), else the class.

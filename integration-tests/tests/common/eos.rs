@@ -14,10 +14,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use apache_avro::types::Value;
 use evalstream_integration_tests as it;
 use evalstream_runtime::codec::Codec;
 use evalstream_runtime::headers;
+use evalstream_runtime::progress::ProgressMarker;
+use evalstream_totals::{TotalsInput, TotalsUpdate};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -32,12 +33,8 @@ pub struct InputRec {
 
 /// Encodes a `TotalsInput` value.
 pub fn encode_input(codec: &Codec, topic: &str, key: &str, amount: i64, payload: &str) -> Vec<u8> {
-    let v = Value::Record(vec![
-        ("key".into(), Value::String(key.into())),
-        ("amount".into(), Value::Long(amount)),
-        ("payload".into(), Value::String(payload.into())),
-    ]);
-    codec.encode(topic, "evalstream.runtime.TotalsInput", &v).expect("encode TotalsInput")
+    let input = TotalsInput { key: key.into(), amount, payload: payload.into() };
+    codec.encode_record(topic, &input).expect("encode TotalsInput")
 }
 
 /// Deterministic input `i`: 1000 keys, amounts 1..=97.
@@ -262,31 +259,10 @@ pub fn committed_txns(codec: &Codec, changelog: &str) -> HashSet<(String, i32)> 
             continue;
         }
         let value = r.value.as_deref().expect("marker has a value");
-        let d = codec.decode(value).expect("marker decodes");
-        let txn = match &d.value {
-            Value::Record(f) => f.iter().find_map(|(n, v)| match (n.as_str(), v) {
-                ("txn", Value::String(s)) => Some(s.clone()),
-                _ => None,
-            }),
-            _ => None,
-        }
-        .expect("marker has txn");
-        set.insert((txn, r.partition));
+        let marker: ProgressMarker = codec.decode_record(value).expect("marker decodes");
+        set.insert((marker.txn, r.partition));
     }
     set
-}
-
-fn long_field(v: &Value, name: &str) -> i64 {
-    match v {
-        Value::Record(f) => f
-            .iter()
-            .find_map(|(n, v)| match (n.as_str(), v) {
-                (n2, Value::Long(x)) if n2 == name => Some(*x),
-                _ => None,
-            })
-            .unwrap_or_else(|| panic!("no long field {name}")),
-        _ => panic!("not a record"),
-    }
 }
 
 /// Verifies `totals.output` (and the DLQ) against the produced inputs.
@@ -314,11 +290,9 @@ pub fn verify_totals(codec: &Codec, prefix: &str, inputs: &[InputRec]) -> Verifi
             continue;
         }
         *seen.entry((p, o)).or_default() += 1;
-        let d = codec.decode(r.value.as_deref().expect("value")).expect("output decodes");
-        totals
-            .entry(r.key_str().expect("key").to_string())
-            .or_default()
-            .push((o, long_field(&d.value, "total")));
+        let update: TotalsUpdate =
+            codec.decode_record(r.value.as_deref().expect("value")).expect("output decodes");
+        totals.entry(r.key_str().expect("key").to_string()).or_default().push((o, update.total));
     }
     for r in it::read_topic(&format!("{prefix}totals.input.dlq")) {
         if let Some(txn) = r.header_str(headers::TXN) {

@@ -35,8 +35,9 @@ use std::time::{Duration, Instant};
 
 use apache_avro::types::Value;
 use evalstream_runtime::error::ProcessError;
-use evalstream_runtime::processor::{Context, Input, Output, Processor, ResumeHint, TopicReader};
-use evalstream_runtime::state::StateView;
+use evalstream_runtime::processor::{
+    Context, Input, Output, Processor, ResumeHint, State, TopicReader,
+};
 use tracing::{error, info, warn};
 
 use evalstream_audit::chain::{AuditEventJson, ChainHead, AUDIT_EVENT_SCHEMA};
@@ -314,7 +315,7 @@ impl Processor for AuditChain {
     fn on_assign(
         &mut self,
         partition: i32,
-        _state: &mut StateView,
+        _state: &mut State<'_>,
         reader: &TopicReader<'_>,
     ) -> Result<ResumeHint, ProcessError> {
         let (chain, next_offset) = restore_tail(partition, &self.settings, reader)?;

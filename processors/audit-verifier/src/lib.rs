@@ -23,7 +23,7 @@ use evalstream_audit::records::{
     ChainRecord, VerificationResult, VerificationStatus, CHAIN_RECORD_SCHEMA,
     VERIFICATION_RESULT_SCHEMA,
 };
-use evalstream_audit::registry::Registry;
+use evalstream_audit::trust::SignerRegistry;
 use evalstream_audit::verify::ChainVerifier;
 
 /// Input topic.
@@ -44,7 +44,7 @@ fn build(setup: &Setup<'_>) -> Result<Box<dyn Processor>, BuildError> {
         None => std::env::var_os("SIGNERS_FILE").filter(|v| !v.is_empty()).map(Into::into),
     };
     let registry = match &path {
-        Some(p) => Some(Registry::load(p)?),
+        Some(p) => Some(SignerRegistry::load(p)?),
         None => {
             warn!("no SIGNERS_FILE / processor.signers_file: signed checkpoints will be reported unknown_signer");
             None
@@ -85,7 +85,7 @@ pub struct VerifierHooks {
 
 /// The audit-verifier processor.
 pub struct AuditVerifier {
-    registry: Option<Registry>,
+    registry: Option<SignerRegistry>,
     registry_path: Option<PathBuf>,
     hooks: VerifierHooks,
 }
@@ -95,7 +95,7 @@ impl AuditVerifier {
     /// `unknown_signer`). `registry_path` is reloaded when a kid is unknown, so a rotation
     /// published to the file is picked up without a restart.
     pub fn new(
-        registry: Option<Registry>,
+        registry: Option<SignerRegistry>,
         registry_path: Option<PathBuf>,
         hooks: VerifierHooks,
     ) -> Self {
@@ -114,7 +114,7 @@ impl AuditVerifier {
         let results = verifier.feed(offset, record, self.registry.as_ref());
         let unknown = results.iter().any(|r| r.status == VerificationStatus::UnknownSigner);
         let Some(path) = self.registry_path.as_ref().filter(|_| unknown) else { return results };
-        match Registry::load(path) {
+        match SignerRegistry::load(path) {
             Ok(registry) => {
                 warn!(path = %path.display(), "signer registry changed; re-checking");
                 self.registry = Some(registry);

@@ -33,7 +33,7 @@ pub mod state;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use evalstream_audit::registry::Registry;
+use evalstream_audit::trust::SignerRegistry;
 use evalstream_domain::events;
 use evalstream_domain::records::{
     AllocationCorrection, AllocationState, AllocationStateChanged, FinanceSettlement, Switch,
@@ -73,7 +73,7 @@ fn build(setup: &Setup<'_>) -> Result<Box<dyn Processor>, BuildError> {
             "the settlement processor needs the signer registry with the Finance keys: set SIGNERS_FILE or [processor] signers_file",
         )?,
     };
-    let registry = Registry::load(&path)?;
+    let registry = SignerRegistry::load(&path)?;
     let signers = Signers::new(registry, Some(path));
     Ok(Box::new(Settlement::new(signers, setup.config.retry.max_attempts, setup.metrics)))
 }

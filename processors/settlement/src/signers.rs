@@ -4,20 +4,20 @@
 
 use std::path::PathBuf;
 
-use evalstream_audit::registry::Registry;
+use evalstream_audit::trust::SignerRegistry;
 use evalstream_domain::proof::{self, LedgerProof, ProofError};
 use evalstream_domain::records::FinanceSettlement;
 use tracing::{error, warn};
 
 /// The registry and where it came from.
 pub struct Signers {
-    registry: Registry,
+    registry: SignerRegistry,
     path: Option<PathBuf>,
 }
 
 impl Signers {
     /// Keys from `registry`, reloaded from `path` (if any) on an unknown kid.
-    pub fn new(registry: Registry, path: Option<PathBuf>) -> Self {
+    pub fn new(registry: SignerRegistry, path: Option<PathBuf>) -> Self {
         Signers { registry, path }
     }
 
@@ -34,7 +34,7 @@ impl Signers {
     /// Reloads the registry file when it now knows `kid`; whether it was reloaded.
     fn reload(&mut self, kid: &str) -> bool {
         let Some(path) = &self.path else { return false };
-        match Registry::load(path) {
+        match SignerRegistry::load(path) {
             Ok(r) if r.get(kid).is_some() && self.registry.get(kid).is_none() => {
                 warn!(path = %path.display(), kid, "signer registry changed; using the new version");
                 self.registry = r;

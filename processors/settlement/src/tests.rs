@@ -1,8 +1,8 @@
 //! The settlement state machine through the in-memory runner: in order, late, duplicate,
 //! conflicting, badly signed, mismatching, denied, double-paid, frozen, corrected, and replays.
 
-use evalstream_audit::registry::{Registry, SignerEntry};
 use evalstream_audit::signer::{LocalKeySigner, SignerKind};
+use evalstream_audit::trust::{SignerEntry, SignerRegistry};
 use evalstream_domain::proof::{sign_settlement, LedgerProof};
 use evalstream_domain::records::{
     AllocationCorrection, AllocationState, AllocationStateChanged, AuditEvent, CauseKind,
@@ -21,12 +21,12 @@ const T: i64 = 1_763_458_200_000;
 struct Keys {
     finance: LocalKeySigner,
     audit: LocalKeySigner,
-    registry: Registry,
+    registry: SignerRegistry,
 }
 
 fn keys() -> Keys {
     let (finance, audit) = (LocalKeySigner::random().unwrap(), LocalKeySigner::random().unwrap());
-    let mut registry = Registry::new();
+    let mut registry = SignerRegistry::new();
     registry
         .add(
             SignerEntry::new("fin-1", SignerKind::Finance, finance.public_key_spki_der(), T - 1000)

@@ -22,7 +22,7 @@
 
 mod error;
 mod fingerprint;
-mod registry;
+mod schema_registry;
 mod store;
 mod value;
 mod writer;
@@ -41,7 +41,7 @@ pub use fingerprint::{
 pub use store::{SchemaStore, StoredSchema, HISTORY_DIR};
 pub use value::{avro_to_json, example_value, json_to_avro};
 
-use registry::Registry;
+use schema_registry::SchemaRegistry;
 
 use crate::record::{self, Record, RecordError};
 
@@ -102,7 +102,7 @@ pub struct Codec {
 
 struct Inner {
     store: SchemaStore,
-    registry: Option<Registry>,
+    registry: Option<SchemaRegistry>,
 }
 
 impl std::fmt::Debug for Codec {
@@ -144,7 +144,7 @@ impl Codec {
         if limit != MAX_ALLOCATION_BYTES {
             tracing::warn!(limit, "apache-avro allocation limit was set before the codec's");
         }
-        let registry = registry_url.map(|url| Registry::new(url, auth)).transpose()?;
+        let registry = registry_url.map(|url| SchemaRegistry::new(url, auth)).transpose()?;
         Ok(Codec { inner: Arc::new(Inner { store, registry }) })
     }
 
@@ -155,7 +155,7 @@ impl Codec {
 
     /// The registry URL when the codec writes the Confluent wire format, for `/ready` and logs.
     pub fn registry_url(&self) -> Option<&str> {
-        self.inner.registry.as_ref().map(Registry::url)
+        self.inner.registry.as_ref().map(SchemaRegistry::url)
     }
 
     /// Readiness check of the schema registry (`GET /subjects`); `Ok` when no registry is

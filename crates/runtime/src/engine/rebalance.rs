@@ -16,7 +16,7 @@ use tracing::{debug, error, info, warn};
 use super::restore::restore_partition;
 use super::{lock, Core, EngineConsumer, Position};
 use crate::error::RuntimeError;
-use crate::processor::Processor;
+use crate::processor::{Processor, State};
 
 /// Consumer context: rebalance handling and statistics.
 pub(super) struct EngineContext<P: Processor> {
@@ -147,13 +147,14 @@ impl<P: Processor> Core<P> {
                 markers.insert((topic, p), next);
             }
             let reader = crate::reader::TopicReader::new(&self.cfg, &self.codec);
-            let hint = self.processor.on_assign(p, &mut state, &reader).map_err(|e| {
-                RuntimeError::Restore {
-                    topic: self.names.changelog.clone(),
-                    partition: p,
-                    message: format!("processor restore: {e}"),
-                }
-            })?;
+            let hint =
+                self.processor.on_assign(p, &mut State::new(&mut state), &reader).map_err(|e| {
+                    RuntimeError::Restore {
+                        topic: self.names.changelog.clone(),
+                        partition: p,
+                        message: format!("processor restore: {e}"),
+                    }
+                })?;
             for (logical, next) in hint {
                 hints.insert((self.names.physical(&logical), p), next);
             }

@@ -11,6 +11,7 @@
 //! [`crate::record`]), typed state ([`State`]), one [`Registration`] per processor, and the
 //! in-memory runner [`crate::testkit::Runner`]. `docs/writing-a-processor.md` walks through it.
 
+mod finite;
 mod registration;
 pub(crate) mod state;
 
@@ -222,7 +223,7 @@ pub trait Processor: Send + 'static {
     fn on_assign(
         &mut self,
         _partition: i32,
-        _state: &mut StateView,
+        _state: &mut State<'_>,
         _reader: &TopicReader<'_>,
     ) -> Result<ResumeHint, ProcessError> {
         Ok(ResumeHint::new())
@@ -266,7 +267,7 @@ impl<P: Processor + ?Sized> Processor for Box<P> {
     fn on_assign(
         &mut self,
         partition: i32,
-        state: &mut StateView,
+        state: &mut State<'_>,
         reader: &TopicReader<'_>,
     ) -> Result<ResumeHint, ProcessError> {
         (**self).on_assign(partition, state, reader)

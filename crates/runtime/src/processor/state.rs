@@ -14,8 +14,8 @@
 //! Determinism holds because the view stores bytes: a processor reads back what was written
 //! (live, after an abort, or after a restore from the changelog) through the same parser, so
 //! replays see identical values. JSON cannot hold NaN or ±∞ (serde_json writes `null`): such a
-//! value is refused by [`State::put`] with [`ProcessError::Invalid`] instead of turning into a
-//! state that no longer reads.
+//! value is refused by [`State::put`] with [`ProcessError::Invalid`] (a bad input is
+//! dead-lettered) instead of turning into a state that no longer reads.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -48,26 +48,21 @@ impl<'a> State<'a> {
     /// Stores `value` under `key` as JSON. A value JSON cannot represent (NaN, ±∞, a map with
     /// non-string keys) is [`ProcessError::Invalid`]: the record is dead-lettered with the
     /// reason rather than leaving a state that does not read back.
-    pub fn put<T: Serialize + DeserializeOwned>(
+    pub fn put<T: Serialize + ?Sized>(
         &mut self,
         key: impl AsRef<[u8]>,
         value: &T,
     ) -> Result<(), ProcessError> {
         let key = key.as_ref();
-        let unrepresentable = |e: String| {
+        let unrepresentable = |e: &dyn std::fmt::Display| {
             ProcessError::Invalid(format!(
                 "state under key {} cannot be stored as JSON: {e}",
                 show_key(key)
             ))
         };
-        let bytes = serde_json::to_vec(value).map_err(|e| unrepresentable(e.to_string()))?;
-        // serde_json writes a non-finite float as `null`; only then can the bytes fail to read
-        // back as `T`, so only then is it checked (strings containing "null" cost one parse).
-        if bytes.windows(4).any(|w| w == b"null") {
-            serde_json::from_slice::<T>(&bytes).map_err(|e| {
-                unrepresentable(format!("{e} (a NaN or infinite number is written as null)"))
-            })?;
-        }
+        // serde_json would write a non-finite float as `null`, which does not read back.
+        super::finite::check(value).map_err(|e| unrepresentable(&e))?;
+        let bytes = serde_json::to_vec(value).map_err(|e| unrepresentable(&e))?;
         self.view.put(key, bytes);
         Ok(())
     }
@@ -203,10 +198,13 @@ mod tests {
         let mut view = StateView::new();
         let mut s = State::new(&mut view);
         let e = s.put("k", &Pending { id: "a".into(), score: f64::NAN, tags: vec![] });
-        assert!(matches!(&e, Err(ProcessError::Invalid(m)) if m.contains("NaN")), "{e:?}");
+        assert!(
+            matches!(&e, Err(ProcessError::Invalid(m)) if m.contains("NaN is not a finite")),
+            "{e:?}"
+        );
         assert!(!s.contains("k"));
         // A legitimate null (an absent option) and the text "null" are fine.
-        s.put("o", &(None::<i64>, "null".to_string())).unwrap();
+        s.put("o", &(None::<i64>, "null")).unwrap();
         assert_eq!(s.get::<(Option<i64>, String)>("o").unwrap(), Some((None, "null".into())));
         let mut bad_keys = BTreeMap::new();
         bad_keys.insert((1, 2), 3);

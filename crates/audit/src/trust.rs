@@ -1,7 +1,8 @@
-//! The signer registry, `signers.json`: which public key verifies which checkpoint.
+//! The signer registry, `signers.json`: which public key verifies which checkpoint (whom the
+//! audit trail trusts, hence the module name `trust`; the keys that sign are in `signer`).
 //!
 //! ```text
-//!   checkpoint { kid, time, signature } ──► Registry::key_for(kid, time)
+//!   checkpoint { kid, time, signature } ──► SignerRegistry::key_for(kid, time)
 //!        unknown kid ─────────────────────────────► unknown_signer
 //!        revoked (compromised) ───────────────────► signature_invalid
 //!        time outside [valid_from, valid_to) ─────► unknown_signer
@@ -9,7 +10,7 @@
 //!                               └─ ok ────────────► ok
 //! ```
 //!
-//! Rotation runs in dual mode: [`Registry::rotate`] retires the active key of the new key's kind
+//! Rotation runs in dual mode: [`SignerRegistry::rotate`] retires the active key of the new key's kind
 //! with `valid_to = at` and makes the new key active from `at`, so checkpoints made before `at`
 //! verify with the old key and later ones with the new key. Windows are half-open:
 //! `valid_from <= time < valid_to`.
@@ -22,14 +23,12 @@
 //! the whole chain. The revocation time is recorded for the operators' timeline.
 //!
 //! **Purposes.** The registry also holds Finance's ledger-proof keys (kind `finance`). A key
-//! verifies only signatures of its own [`KeyPurpose`]: [`Registry::verify`] (checkpoints) refuses
-//! a finance key and [`Registry::verify_for`] with [`KeyPurpose::Finance`] refuses an audit key,
-//! both as `signature_invalid` ([`RegistryError::WrongPurpose`]): a signature by a key that is not
+//! verifies only signatures of its own [`KeyPurpose`]: [`SignerRegistry::verify`] (checkpoints) refuses
+//! a finance key and [`SignerRegistry::verify_for`] with [`KeyPurpose::Finance`] refuses an audit key,
+//! both as `signature_invalid` ([`SignerRegistryError::WrongPurpose`]): a signature by a key that is not
 //! trusted for that data is as bad as a forged one, and it is not a registry entry to add.
 //!
 //! The file format, with an example, is in `docs/signing.md`.
-
-pub mod rfc3339;
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -42,7 +41,7 @@ use thiserror::Error;
 use crate::signer::{
     validate_kid, KeyPurpose, SignerKind, VerifyError, ALGORITHM_ECDSA_P256_SHA256,
 };
-use rfc3339::{format_rfc3339_ms, parse_rfc3339_ms};
+use evalstream_runtime::time::{format_rfc3339_ms, parse_rfc3339_ms};
 
 /// The `version` this code reads and writes. A file with another version is refused rather than
 /// half-understood.
@@ -80,7 +79,7 @@ impl std::fmt::Display for SignerStatus {
 /// What is wrong with a registry file, an edit, or a key lookup.
 #[derive(Debug, Error)]
 #[non_exhaustive]
-pub enum RegistryError {
+pub enum SignerRegistryError {
     /// The file could not be read or written.
     #[error("{path}: {error}", path = path.display())]
     Io {
@@ -142,15 +141,15 @@ pub enum RegistryError {
     Rejected(String),
 }
 
-impl RegistryError {
-    fn invalid(reason: impl Into<String>) -> RegistryError {
-        RegistryError::Invalid { path: None, reason: reason.into() }
+impl SignerRegistryError {
+    fn invalid(reason: impl Into<String>) -> SignerRegistryError {
+        SignerRegistryError::Invalid { path: None, reason: reason.into() }
     }
 
-    fn in_file(self, file: &Path) -> RegistryError {
+    fn in_file(self, file: &Path) -> SignerRegistryError {
         match self {
-            RegistryError::Invalid { path: None, reason } => {
-                RegistryError::Invalid { path: Some(file.to_path_buf()), reason }
+            SignerRegistryError::Invalid { path: None, reason } => {
+                SignerRegistryError::Invalid { path: Some(file.to_path_buf()), reason }
             }
             other => other,
         }
@@ -162,7 +161,7 @@ impl RegistryError {
 pub enum SignatureCheckError {
     /// No usable key: unknown, revoked, or outside its window.
     #[error(transparent)]
-    Key(RegistryError),
+    Key(SignerRegistryError),
     /// The key is fine and the signature does not verify with it.
     #[error("signature by {kid:?} does not verify: {error}")]
     Signature {
@@ -183,7 +182,7 @@ impl SignatureCheckError {
     pub fn status(&self) -> &'static str {
         match self {
             SignatureCheckError::Key(
-                RegistryError::UnknownKid(_) | RegistryError::OutsideValidity { .. },
+                SignerRegistryError::UnknownKid(_) | SignerRegistryError::OutsideValidity { .. },
             ) => "unknown_signer",
             _ => "signature_invalid",
         }
@@ -191,7 +190,7 @@ impl SignatureCheckError {
 }
 
 /// One key in the registry. Built with [`SignerEntry::new`]; the registry changes status and
-/// windows through [`Registry::rotate`] and [`Registry::revoke`].
+/// windows through [`SignerRegistry::rotate`] and [`SignerRegistry::revoke`].
 #[derive(Debug, Clone)]
 pub struct SignerEntry {
     kid: String,
@@ -214,13 +213,13 @@ impl SignerEntry {
         kind: SignerKind,
         public_key: &[u8],
         valid_from_ms: i64,
-    ) -> Result<SignerEntry, RegistryError> {
+    ) -> Result<SignerEntry, SignerRegistryError> {
         let kid = kid.into();
-        validate_kid(&kid).map_err(RegistryError::invalid)?;
+        validate_kid(&kid).map_err(SignerRegistryError::invalid)?;
         let key = crate::signer::verify::parse_public_key(public_key)
-            .map_err(|e| RegistryError::invalid(format!("signer {kid:?}: {e}")))?;
+            .map_err(|e| SignerRegistryError::invalid(format!("signer {kid:?}: {e}")))?;
         let public_key_pem = crate::signer::verify::pem_of(&key)
-            .map_err(|e| RegistryError::invalid(format!("signer {kid:?}: {e}")))?;
+            .map_err(|e| SignerRegistryError::invalid(format!("signer {kid:?}: {e}")))?;
         Ok(SignerEntry {
             kid,
             algorithm: ALGORITHM_ECDSA_P256_SHA256.to_string(),
@@ -284,7 +283,7 @@ impl SignerEntry {
     }
 
     /// Verifies a DER ECDSA signature over SHA-256(`message`) with this key (no status or window
-    /// check: use [`Registry::verify`] for checkpoints).
+    /// check: use [`SignerRegistry::verify`] for checkpoints).
     pub fn verify(&self, message: &[u8], der_signature: &[u8]) -> Result<(), VerifyError> {
         crate::signer::verify::verify_with(&self.key, message, der_signature)
     }
@@ -303,14 +302,14 @@ impl SignerEntry {
         }
     }
 
-    fn from_file(file: EntryFile) -> Result<SignerEntry, RegistryError> {
+    fn from_file(file: EntryFile) -> Result<SignerEntry, SignerRegistryError> {
         let kid = file.kid;
         let at = |field: &str, text: &str| {
             parse_rfc3339_ms(text)
-                .map_err(|e| RegistryError::invalid(format!("signer {kid:?}: {field}: {e}")))
+                .map_err(|e| SignerRegistryError::invalid(format!("signer {kid:?}: {field}: {e}")))
         };
         if file.algorithm != ALGORITHM_ECDSA_P256_SHA256 {
-            return Err(RegistryError::invalid(format!(
+            return Err(SignerRegistryError::invalid(format!(
                 "signer {kid:?}: algorithm {:?} is not supported (expected {ALGORITHM_ECDSA_P256_SHA256})",
                 file.algorithm
             )));
@@ -329,11 +328,11 @@ impl SignerEntry {
     }
 
     /// The rules every entry obeys on load and after every edit.
-    fn check(&self) -> Result<(), RegistryError> {
+    fn check(&self) -> Result<(), SignerRegistryError> {
         let kid = &self.kid;
         if let Some(to) = self.valid_to_ms {
             if to <= self.valid_from_ms {
-                return Err(RegistryError::invalid(format!(
+                return Err(SignerRegistryError::invalid(format!(
                     "signer {kid:?}: valid_to {} is not after valid_from {}",
                     format_rfc3339_ms(to),
                     format_rfc3339_ms(self.valid_from_ms)
@@ -341,14 +340,17 @@ impl SignerEntry {
             }
         }
         match (self.status, self.revoked_at_ms) {
-            (SignerStatus::Revoked, None) => {
-                Err(RegistryError::invalid(format!("signer {kid:?}: revoked without revoked_at")))
+            (SignerStatus::Revoked, None) => Err(SignerRegistryError::invalid(format!(
+                "signer {kid:?}: revoked without revoked_at"
+            ))),
+            (SignerStatus::Active | SignerStatus::Retired, Some(_)) => {
+                Err(SignerRegistryError::invalid(format!(
+                    "signer {kid:?}: revoked_at is set but the status is {}",
+                    self.status
+                )))
             }
-            (SignerStatus::Active | SignerStatus::Retired, Some(_)) => Err(RegistryError::invalid(
-                format!("signer {kid:?}: revoked_at is set but the status is {}", self.status),
-            )),
             (SignerStatus::Retired, _) if self.valid_to_ms.is_none() => {
-                Err(RegistryError::invalid(format!(
+                Err(SignerRegistryError::invalid(format!(
                     "signer {kid:?}: a retired key needs valid_to (the end of its use)"
                 )))
             }
@@ -384,51 +386,51 @@ struct RegistryFile {
 
 /// The signer registry: every key that ever signed checkpoints, with its window and status.
 #[derive(Debug, Clone, Default)]
-pub struct Registry {
+pub struct SignerRegistry {
     entries: Vec<SignerEntry>,
 }
 
-impl Registry {
+impl SignerRegistry {
     /// An empty registry.
-    pub fn new() -> Registry {
-        Registry::default()
+    pub fn new() -> SignerRegistry {
+        SignerRegistry::default()
     }
 
     /// Reads and validates `path`; errors name the file and the offending kid.
-    pub fn load(path: &Path) -> Result<Registry, RegistryError> {
+    pub fn load(path: &Path) -> Result<SignerRegistry, SignerRegistryError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|error| RegistryError::Io { path: path.to_path_buf(), error })?;
-        Registry::from_json(&text).map_err(|e| e.in_file(path))
+            .map_err(|error| SignerRegistryError::Io { path: path.to_path_buf(), error })?;
+        SignerRegistry::from_json(&text).map_err(|e| e.in_file(path))
     }
 
     /// Parses and validates a registry document.
-    pub fn from_json(text: &str) -> Result<Registry, RegistryError> {
+    pub fn from_json(text: &str) -> Result<SignerRegistry, SignerRegistryError> {
         let file: RegistryFile = serde_json::from_str(text)
-            .map_err(|e| RegistryError::invalid(format!("not a signer registry: {e}")))?;
+            .map_err(|e| SignerRegistryError::invalid(format!("not a signer registry: {e}")))?;
         if file.version != REGISTRY_VERSION {
-            return Err(RegistryError::invalid(format!(
+            return Err(SignerRegistryError::invalid(format!(
                 "registry version {} is not supported (this build reads version {REGISTRY_VERSION})",
                 file.version
             )));
         }
         let entries =
             file.signers.into_iter().map(SignerEntry::from_file).collect::<Result<Vec<_>, _>>()?;
-        let registry = Registry { entries };
+        let registry = SignerRegistry { entries };
         registry.check()?;
         Ok(registry)
     }
 
-    /// Registry-wide rules: unique kids, at most one active key per kind.
-    fn check(&self) -> Result<(), RegistryError> {
+    /// SignerRegistry-wide rules: unique kids, at most one active key per kind.
+    fn check(&self) -> Result<(), SignerRegistryError> {
         let mut kids = HashSet::new();
         let mut active = std::collections::HashMap::new();
         for entry in &self.entries {
             if !kids.insert(entry.kid.as_str()) {
-                return Err(RegistryError::invalid(format!("duplicate kid {:?}", entry.kid)));
+                return Err(SignerRegistryError::invalid(format!("duplicate kid {:?}", entry.kid)));
             }
             if entry.status == SignerStatus::Active {
                 if let Some(other) = active.insert(entry.kind, entry.kid.as_str()) {
-                    return Err(RegistryError::invalid(format!(
+                    return Err(SignerRegistryError::invalid(format!(
                         "two active {} keys, {other:?} and {:?}: at most one key per kind is active \
                          (retire one with `evalstream signers rotate`)",
                         entry.kind, entry.kid
@@ -453,8 +455,8 @@ impl Registry {
 
     /// Writes the registry to `path` atomically: a temporary file in the same directory, flushed
     /// to disk, then renamed over `path`, so readers see the old or the new file, never half.
-    pub fn save(&self, path: &Path) -> Result<(), RegistryError> {
-        let io = |error| RegistryError::Io { path: path.to_path_buf(), error };
+    pub fn save(&self, path: &Path) -> Result<(), SignerRegistryError> {
+        let io = |error| SignerRegistryError::Io { path: path.to_path_buf(), error };
         let dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
@@ -498,7 +500,7 @@ impl Registry {
 
     /// The key that verifies a checkpoint signed by `kid` at `at_ms`: known, an audit key, not
     /// revoked, and valid at that time.
-    pub fn key_for(&self, kid: &str, at_ms: i64) -> Result<&SignerEntry, RegistryError> {
+    pub fn key_for(&self, kid: &str, at_ms: i64) -> Result<&SignerEntry, SignerRegistryError> {
         self.key_for_purpose(kid, KeyPurpose::Audit, at_ms)
     }
 
@@ -509,23 +511,24 @@ impl Registry {
         kid: &str,
         purpose: KeyPurpose,
         at_ms: i64,
-    ) -> Result<&SignerEntry, RegistryError> {
-        let entry = self.get(kid).ok_or_else(|| RegistryError::UnknownKid(kid.to_string()))?;
+    ) -> Result<&SignerEntry, SignerRegistryError> {
+        let entry =
+            self.get(kid).ok_or_else(|| SignerRegistryError::UnknownKid(kid.to_string()))?;
         if entry.kind.purpose() != purpose {
-            return Err(RegistryError::WrongPurpose {
+            return Err(SignerRegistryError::WrongPurpose {
                 kid: kid.to_string(),
                 kind: entry.kind,
                 wanted: purpose,
             });
         }
         if entry.status == SignerStatus::Revoked {
-            return Err(RegistryError::Revoked {
+            return Err(SignerRegistryError::Revoked {
                 kid: kid.to_string(),
                 revoked_at_ms: entry.revoked_at_ms.unwrap_or(entry.valid_from_ms),
             });
         }
         if !entry.covers(at_ms) {
-            return Err(RegistryError::OutsideValidity {
+            return Err(SignerRegistryError::OutsideValidity {
                 kid: kid.to_string(),
                 at_ms,
                 valid_from_ms: entry.valid_from_ms,
@@ -572,10 +575,10 @@ impl Registry {
         Ok(entry)
     }
 
-    fn insert(&mut self, entry: SignerEntry) -> Result<(), RegistryError> {
-        entry.check().map_err(|e| RegistryError::Rejected(e.to_string()))?;
+    fn insert(&mut self, entry: SignerEntry) -> Result<(), SignerRegistryError> {
+        entry.check().map_err(|e| SignerRegistryError::Rejected(e.to_string()))?;
         if self.get(&entry.kid).is_some() {
-            return Err(RegistryError::Rejected(format!(
+            return Err(SignerRegistryError::Rejected(format!(
                 "kid {:?} is already registered",
                 entry.kid
             )));
@@ -586,10 +589,10 @@ impl Registry {
 
     /// Adds a key. An active key is refused when its kind already has one (use
     /// [`rotate`](Self::rotate)); a retired entry (a historical key) is always accepted.
-    pub fn add(&mut self, entry: SignerEntry) -> Result<(), RegistryError> {
+    pub fn add(&mut self, entry: SignerEntry) -> Result<(), SignerRegistryError> {
         if entry.status == SignerStatus::Active {
             if let Some(current) = self.active(entry.kind) {
-                return Err(RegistryError::Rejected(format!(
+                return Err(SignerRegistryError::Rejected(format!(
                     "{} key {:?} is already active; use `evalstream signers rotate` to replace it",
                     entry.kind, current.kid
                 )));
@@ -604,7 +607,7 @@ impl Registry {
         &mut self,
         new: SignerEntry,
         at_ms: i64,
-    ) -> Result<Option<String>, RegistryError> {
+    ) -> Result<Option<String>, SignerRegistryError> {
         self.rotate_with_overlap(new, at_ms, 0)
     }
 
@@ -619,9 +622,9 @@ impl Registry {
         new: SignerEntry,
         at_ms: i64,
         overlap_ms: i64,
-    ) -> Result<Option<String>, RegistryError> {
+    ) -> Result<Option<String>, SignerRegistryError> {
         if overlap_ms < 0 {
-            return Err(RegistryError::Rejected("the overlap must not be negative".into()));
+            return Err(SignerRegistryError::Rejected("the overlap must not be negative".into()));
         }
         let (old_end, new_start) =
             (at_ms.saturating_add(overlap_ms), at_ms.saturating_sub(overlap_ms));
@@ -631,7 +634,7 @@ impl Registry {
         new.valid_to_ms = None;
         new.revoked_at_ms = None;
         if self.get(&new.kid).is_some() {
-            return Err(RegistryError::Rejected(format!(
+            return Err(SignerRegistryError::Rejected(format!(
                 "kid {:?} is already registered",
                 new.kid
             )));
@@ -643,7 +646,7 @@ impl Registry {
         if let Some(index) = old {
             let current = &self.entries[index];
             if at_ms <= current.valid_from_ms {
-                return Err(RegistryError::Rejected(format!(
+                return Err(SignerRegistryError::Rejected(format!(
                     "rotation time {} is not after the start of {:?} ({})",
                     format_rfc3339_ms(at_ms),
                     current.kid,
@@ -651,7 +654,7 @@ impl Registry {
                 )));
             }
             if let Some(end) = current.valid_to_ms.filter(|&end| end < at_ms) {
-                return Err(RegistryError::Rejected(format!(
+                return Err(SignerRegistryError::Rejected(format!(
                     "{:?} already ended at {}; rotating at {} would leave a gap",
                     current.kid,
                     format_rfc3339_ms(end),
@@ -678,14 +681,14 @@ impl Registry {
 
     /// Revokes `kid` at `at_ms` (the key is compromised): from now on it verifies nothing, for
     /// any checkpoint time. Revoking twice is refused so the recorded time stays the first one.
-    pub fn revoke(&mut self, kid: &str, at_ms: i64) -> Result<(), RegistryError> {
+    pub fn revoke(&mut self, kid: &str, at_ms: i64) -> Result<(), SignerRegistryError> {
         let entry = self
             .entries
             .iter_mut()
             .find(|e| e.kid == kid)
-            .ok_or_else(|| RegistryError::UnknownKid(kid.to_string()))?;
+            .ok_or_else(|| SignerRegistryError::UnknownKid(kid.to_string()))?;
         if entry.status == SignerStatus::Revoked {
-            return Err(RegistryError::Rejected(format!(
+            return Err(SignerRegistryError::Rejected(format!(
                 "{kid:?} is already revoked (at {})",
                 format_rfc3339_ms(entry.revoked_at_ms.unwrap_or_default())
             )));
@@ -727,27 +730,27 @@ mod tests {
 
     #[test]
     fn windows_are_half_open() {
-        let mut registry = Registry::new();
+        let mut registry = SignerRegistry::new();
         registry.add(entry("a", 1, T0)).unwrap();
         registry.rotate(entry("b", 2, 0), T0 + HOUR).unwrap();
         assert!(matches!(
             registry.key_for("a", T0 - 1),
-            Err(RegistryError::OutsideValidity { .. })
+            Err(SignerRegistryError::OutsideValidity { .. })
         ));
         assert_eq!(registry.key_for("a", T0).unwrap().kid(), "a");
         assert_eq!(registry.key_for("a", T0 + HOUR - 1).unwrap().kid(), "a");
         assert!(matches!(
             registry.key_for("a", T0 + HOUR),
-            Err(RegistryError::OutsideValidity { .. })
+            Err(SignerRegistryError::OutsideValidity { .. })
         ));
         assert_eq!(registry.key_for("b", T0 + HOUR).unwrap().kid(), "b");
         assert_eq!(registry.key_for("b", i64::MAX).unwrap().kid(), "b");
-        assert!(matches!(registry.key_for("nobody", T0), Err(RegistryError::UnknownKid(_))));
+        assert!(matches!(registry.key_for("nobody", T0), Err(SignerRegistryError::UnknownKid(_))));
     }
 
     #[test]
     fn rotation_runs_in_dual_mode() {
-        let mut registry = Registry::new();
+        let mut registry = SignerRegistry::new();
         registry.add(entry("a", 1, T0)).unwrap();
         let at = T0 + 10 * HOUR;
         assert_eq!(registry.rotate(entry("b", 2, 0), at).unwrap().as_deref(), Some("a"));
@@ -766,19 +769,19 @@ mod tests {
         let wrong_key = registry.verify("b", ALG, at, b"new", &sig(1, b"new")).unwrap_err();
         assert_eq!(wrong_key.status(), "signature_invalid");
         // With A removed from the registry its checkpoints are unknown_signer.
-        let mut without_a = Registry::new();
+        let mut without_a = SignerRegistry::new();
         without_a.add(registry.get("b").unwrap().clone()).unwrap();
         let err = without_a.verify("a", ALG, at - 1, b"old", &sig(1, b"old")).unwrap_err();
         assert_eq!(err.status(), "unknown_signer");
         // The rotated registry survives a save/load round trip unchanged.
-        let again = Registry::from_json(&registry.to_json()).unwrap();
+        let again = SignerRegistry::from_json(&registry.to_json()).unwrap();
         assert_eq!(again.to_json(), registry.to_json());
         again.verify("a", ALG, at - 1, b"old", &sig(1, b"old")).unwrap();
     }
 
     #[test]
     fn rotation_with_overlap_lets_both_keys_verify_around_the_switch() {
-        let mut registry = Registry::new();
+        let mut registry = SignerRegistry::new();
         registry.add(entry("a", 1, T0)).unwrap();
         let at = T0 + 10 * HOUR;
         registry.rotate_with_overlap(entry("b", 2, 0), at, HOUR).unwrap();
@@ -794,7 +797,7 @@ mod tests {
 
     #[test]
     fn rotation_is_refused_when_it_would_break_the_timeline() {
-        let mut registry = Registry::new();
+        let mut registry = SignerRegistry::new();
         registry.add(entry("a", 1, T0)).unwrap();
         let err = registry.rotate(entry("b", 2, 0), T0).unwrap_err().to_string();
         assert!(err.contains("not after the start"), "{err}");
@@ -804,13 +807,13 @@ mod tests {
         assert_eq!(registry.active(SignerKind::Kms).unwrap().kid(), "a");
         assert_eq!(registry.entries().len(), 1);
         // A first key of a kind can be "rotated in" without an old one.
-        let mut empty = Registry::new();
+        let mut empty = SignerRegistry::new();
         assert_eq!(empty.rotate(entry("first", 1, 0), T0).unwrap(), None);
     }
 
     #[test]
     fn only_one_active_key_per_kind() {
-        let mut registry = Registry::new();
+        let mut registry = SignerRegistry::new();
         registry.add(entry("kms-a", 1, T0)).unwrap();
         let err = registry.add(entry("kms-b", 2, T0)).unwrap_err().to_string();
         assert!(err.contains("rotate"), "{err}");
@@ -821,26 +824,26 @@ mod tests {
 
     #[test]
     fn a_revoked_key_verifies_nothing_at_any_time() {
-        let mut registry = Registry::new();
+        let mut registry = SignerRegistry::new();
         registry.add(entry("a", 1, T0)).unwrap();
         registry.rotate(entry("b", 2, 0), T0 + HOUR).unwrap();
         registry.revoke("a", T0 + 2 * HOUR).unwrap();
         // Even a checkpoint from before the revocation, inside A's old window.
         let err = registry.verify("a", ALG, T0 + 1, b"old", &sig(1, b"old")).unwrap_err();
-        assert!(matches!(err, SignatureCheckError::Key(RegistryError::Revoked { .. })));
+        assert!(matches!(err, SignatureCheckError::Key(SignerRegistryError::Revoked { .. })));
         assert_eq!(err.status(), "signature_invalid");
         assert!(err.to_string().contains("revoked at 2025-11-18T11:30:00Z"), "{err}");
         registry.verify("b", ALG, T0 + HOUR, b"new", &sig(2, b"new")).unwrap();
         assert!(registry.revoke("a", T0 + 3 * HOUR).is_err());
-        assert!(matches!(registry.revoke("zzz", T0), Err(RegistryError::UnknownKid(_))));
-        let reloaded = Registry::from_json(&registry.to_json()).unwrap();
+        assert!(matches!(registry.revoke("zzz", T0), Err(SignerRegistryError::UnknownKid(_))));
+        let reloaded = SignerRegistry::from_json(&registry.to_json()).unwrap();
         assert_eq!(reloaded.get("a").unwrap().revoked_at_ms(), Some(T0 + 2 * HOUR));
         assert!(reloaded.to_json().contains("\"revoked_at\": \"2025-11-18T11:30:00Z\""));
     }
 
     #[test]
     fn finance_and_audit_keys_never_verify_each_others_signatures() {
-        let mut registry = Registry::new();
+        let mut registry = SignerRegistry::new();
         registry.add(entry("audit", 1, T0)).unwrap();
         let finance =
             SignerEntry::new("fin-a", SignerKind::Finance, pem(2).as_bytes(), T0).unwrap();
@@ -853,7 +856,7 @@ mod tests {
         // A finance key on a checkpoint, an audit key on a proof: refused, signature_invalid,
         // even though the signatures themselves are mathematically valid.
         let err = registry.verify("fin-a", ALG, T0, b"cp", &sig(2, b"cp")).unwrap_err();
-        assert!(matches!(err, SignatureCheckError::Key(RegistryError::WrongPurpose { .. })));
+        assert!(matches!(err, SignatureCheckError::Key(SignerRegistryError::WrongPurpose { .. })));
         assert_eq!(err.status(), "signature_invalid");
         assert!(err.to_string().contains("does not verify audit checkpoints"), "{err}");
         let err = registry
@@ -875,13 +878,13 @@ mod tests {
             .verify_for(KeyPurpose::Finance, "fin-b", ALG, T0 + HOUR, b"p", &sig(3, b"p"))
             .unwrap();
         assert_eq!(registry.active(SignerKind::Kms).unwrap().kid(), "audit", "audit key untouched");
-        let reloaded = Registry::from_json(&registry.to_json()).unwrap();
+        let reloaded = SignerRegistry::from_json(&registry.to_json()).unwrap();
         assert!(reloaded.to_json().contains("\"kind\": \"finance\""));
     }
 
     #[test]
     fn a_mismatching_algorithm_is_refused() {
-        let mut registry = Registry::new();
+        let mut registry = SignerRegistry::new();
         registry.add(entry("a", 1, T0)).unwrap();
         let err = registry.verify("a", "RSASSA_PSS_SHA_256", T0, b"m", &sig(1, b"m")).unwrap_err();
         assert_eq!(err.status(), "signature_invalid");
@@ -902,7 +905,7 @@ mod tests {
     fn a_hand_written_file_loads() {
         let text =
             one(r#""valid_from": "2025-11-18T09:30:00Z", "valid_to": null, "status": "active""#);
-        let registry = Registry::from_json(&text).unwrap();
+        let registry = SignerRegistry::from_json(&text).unwrap();
         assert_eq!(registry.get("a").unwrap().valid_from_ms(), T0);
     }
 
@@ -960,7 +963,7 @@ mod tests {
             ),
         ];
         for (text, expected) in cases {
-            let err = Registry::from_json(&text).unwrap_err().to_string();
+            let err = SignerRegistry::from_json(&text).unwrap_err().to_string();
             assert!(err.contains(expected), "expected {expected:?} in {err:?}");
         }
         let e = |kid: &str, seed: u8, status: &str| {
@@ -969,7 +972,7 @@ mod tests {
                 r#"{{"kid": "{kid}", "algorithm": "ECDSA_P256_SHA256", "public_key": {pem}, "kind": "kms", "valid_from": "2025-11-18T09:30:00Z", "valid_to": "2025-11-19T09:30:00Z", "status": "{status}"}}"#
             )
         };
-        let err = Registry::from_json(&doc(&format!(
+        let err = SignerRegistry::from_json(&doc(&format!(
             "{},{}",
             e("a", 1, "retired"),
             e("a", 2, "retired")
@@ -977,10 +980,13 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("duplicate kid \"a\""), "{err}");
-        let err =
-            Registry::from_json(&doc(&format!("{},{}", e("a", 1, "active"), e("b", 2, "active"))))
-                .unwrap_err()
-                .to_string();
+        let err = SignerRegistry::from_json(&doc(&format!(
+            "{},{}",
+            e("a", 1, "active"),
+            e("b", 2, "active")
+        )))
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("two active kms keys"), "{err}");
     }
 
@@ -990,18 +996,18 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("signers.json");
-        let mut registry = Registry::new();
+        let mut registry = SignerRegistry::new();
         registry.add(entry("a", 1, T0).with_note("ticket SEC-1")).unwrap();
         registry.save(&path).unwrap();
         let leftovers: Vec<_> =
             std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("signers.json")]);
-        let loaded = Registry::load(&path).unwrap();
+        let loaded = SignerRegistry::load(&path).unwrap();
         assert_eq!(loaded.get("a").unwrap().note(), Some("ticket SEC-1"));
         std::fs::write(&path, "{").unwrap();
-        let err = Registry::load(&path).unwrap_err().to_string();
+        let err = SignerRegistry::load(&path).unwrap_err().to_string();
         assert!(err.starts_with(&path.display().to_string()), "{err}");
-        let err = Registry::load(&dir.join("missing.json")).unwrap_err().to_string();
+        let err = SignerRegistry::load(&dir.join("missing.json")).unwrap_err().to_string();
         assert!(err.contains("missing.json"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }

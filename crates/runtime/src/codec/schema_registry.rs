@@ -42,8 +42,8 @@ pub(crate) struct RegistrySchema {
     pub(crate) fingerprint: u64,
 }
 
-/// Registry client with caches; shared by all clones of a codec.
-pub(crate) struct Registry {
+/// Schema registry client with caches; shared by all clones of a codec.
+pub(crate) struct SchemaRegistry {
     url: String,
     settings: SrSettings,
     ids: RwLock<HashMap<(String, u64), u32>>,
@@ -51,9 +51,9 @@ pub(crate) struct Registry {
     unknown: Mutex<HashMap<u32, Instant>>,
 }
 
-impl std::fmt::Debug for Registry {
+impl std::fmt::Debug for SchemaRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("SchemaRegistry").field("url", &self.url).finish_non_exhaustive()
     }
 }
 
@@ -74,13 +74,13 @@ fn describe(e: &SRCError) -> String {
     }
 }
 
-impl Registry {
+impl SchemaRegistry {
     /// Validates the URL and builds the HTTP client. `basic_auth` is (user, password), e.g. a
     /// Confluent Cloud API key and secret.
     pub(crate) fn new(
         url: String,
         basic_auth: Option<(String, Option<String>)>,
-    ) -> Result<Registry, CodecError> {
+    ) -> Result<SchemaRegistry, CodecError> {
         let url = url.trim().trim_end_matches('/').to_string();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(CodecError::Config(format!(
@@ -97,7 +97,7 @@ impl Registry {
         })
         .ok_or_else(|| CodecError::Config("building the registry client panicked".into()))?
         .map_err(|e| CodecError::Config(format!("schema registry client: {}", describe(&e))))?;
-        Ok(Registry {
+        Ok(SchemaRegistry {
             url,
             settings,
             ids: RwLock::default(),
