@@ -152,7 +152,7 @@ fn produce_registers_the_subject_and_consume_reads_it_back() {
                 "model_version": "v1", "eval_suite": "safety", "eval_suite_version": null,
                 "submitter": "alice", "metrics": {"accuracy": 0.5}, "dataset_id": null,
                 "artifact_uri": "s3://r/x.json", "artifact_sha256": null, "labels": {},
-                "submitted_at": 1_714_557_600_000_i64,
+                "submitted_at": 1_714_557_600_000_i64, "promotion": null, "allocation": null,
             })
         })
         .collect();
