@@ -45,7 +45,7 @@ fn build(setup: &Setup<'_>) -> Result<Box<dyn Processor>, BuildError> {
         failures.inc();
         seen.signing_failed(e);
     });
-    setup.checks.reported("signer", SIGNER_CHECK_INTERVAL, move || signer_health.check());
+    setup.checks.reported("signer", SIGNER_REPORT_INTERVAL, move || signer_health.check());
     setup
         .metrics
         .gauge(
@@ -61,6 +61,11 @@ fn build(setup: &Setup<'_>) -> Result<Box<dyn Processor>, BuildError> {
 /// GetPublicKey, two cheap calls; never a Sign).
 const SIGNER_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
+/// How often the signer dependency is re-evaluated from the last check and the last signing
+/// attempt (no call to the signer unless [`SIGNER_CHECK_INTERVAL`] has passed), so that a failed
+/// Sign shows in `/ready` within seconds.
+const SIGNER_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
 /// The signer as `/ready` reports it: whether the key is usable now ([`Signer::check`]) and
 /// whether the last signing attempt failed recently. Both matter: DescribeKey can succeed while
 /// Sign is throttled or denied, and Sign is only attempted when there is something to sign, so
@@ -70,6 +75,8 @@ pub struct SignerHealth {
     detail: String,
     /// When signing last failed, and why.
     last_failure: Mutex<Option<(Instant, String)>>,
+    /// When the signer was last asked, and its answer.
+    last_check: Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
 impl SignerHealth {
@@ -78,7 +85,12 @@ impl SignerHealth {
     const FAILURE_MEMORY: Duration = Duration::from_secs(60);
 
     fn new(signer: Arc<dyn Signer>, detail: &str) -> Self {
-        SignerHealth { signer, detail: detail.to_owned(), last_failure: Mutex::new(None) }
+        SignerHealth {
+            signer,
+            detail: detail.to_owned(),
+            last_failure: Mutex::new(None),
+            last_check: Mutex::new(None),
+        }
     }
 
     fn signing_failed(&self, e: &SignError) {
@@ -88,7 +100,18 @@ impl SignerHealth {
 
     fn check(&self) -> evalstream_runtime::readiness::CheckResult {
         let kid = self.signer.kid();
-        if let Err(e) = self.signer.check() {
+        let checked = {
+            let mut last = self.last_check.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*last {
+                Some((at, result)) if at.elapsed() < SIGNER_CHECK_INTERVAL => result.clone(),
+                _ => {
+                    let result = self.signer.check().map_err(|e| e.to_string());
+                    *last = Some((Instant::now(), result.clone()));
+                    result
+                }
+            }
+        };
+        if let Err(e) = checked {
             return Err(format!("kid {kid} ({}): {e}", self.detail));
         }
         let failure = self.last_failure.lock().unwrap_or_else(PoisonError::into_inner).clone();
