@@ -4,8 +4,10 @@
 //! synchronously on the main thread; `run` builds a tokio runtime for the operator endpoints and
 //! signal handling and runs the exactly-once loop on a dedicated thread.
 
+mod audit_gauges;
 mod cmd;
-mod registry;
+mod processors;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,9 +44,23 @@ enum Command {
     /// The audit chain: canonicalize, verify, export, prove.
     #[command(subcommand)]
     Audit(cmd::audit::Command),
-    /// The signer registry (signers.json): list, add, rotate, revoke.
+    /// The signer registry (signers.json): list, add, rotate, revoke; audit and finance keys.
     #[command(subcommand)]
     Signers(cmd::signers::Command),
+    /// Operator switches: degraded policy mode, freezing allocations.
+    #[command(subcommand)]
+    Control(cmd::control::Command),
+    /// Allocations by state and age, from the settlement processor's state.
+    #[command(subcommand)]
+    Alloc(cmd::alloc::Command),
+    /// Finance ledger proofs: verify one; sign settlements (development stand-in).
+    #[command(subcommand)]
+    Finance(cmd::finance::Command),
+    /// The policy gate: simulate a decision.
+    #[command(subcommand)]
+    Policy(cmd::policy::Command),
+    /// Compare allocations with settlements and a Finance ledger export; correct with --apply.
+    Reconcile(cmd::reconcile::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +75,11 @@ fn main() -> ExitCode {
         Command::Bench(args) => cmd::bench::run(cli.config.as_deref(), args),
         Command::Audit(c) => cmd::audit::run(cli.config.as_deref(), c),
         Command::Signers(c) => cmd::signers::run(cli.config.as_deref(), c),
+        Command::Control(c) => cmd::control::run(cli.config.as_deref(), c),
+        Command::Alloc(c) => cmd::alloc::run(cli.config.as_deref(), c),
+        Command::Finance(c) => cmd::finance::run(cli.config.as_deref(), c),
+        Command::Policy(c) => cmd::policy::run(cli.config.as_deref(), c),
+        Command::Reconcile(args) => cmd::reconcile::run(cli.config.as_deref(), args),
     };
     match result {
         Ok(code) => code,

@@ -65,7 +65,10 @@ start() {
     install
     mkdir -p "$RUN_DIR"
     log "starting moto_server on 127.0.0.1:$PORT (log $LOG_FILE)"
-    nohup "$BIN" -H 127.0.0.1 -p "$PORT" >"$LOG_FILE" 2>&1 &
+    # The request recorder (off until a client turns it on: `evalstream bench --suite
+    # audit-chain` counts KMS Sign calls with it) writes here, not into the working directory.
+    MOTO_RECORDER_FILEPATH="$RUN_DIR/moto-$PORT.recording" \
+        nohup "$BIN" -H 127.0.0.1 -p "$PORT" >"$LOG_FILE" 2>&1 &
     echo $! >"$PID_FILE"
     for _ in $(seq 1 150); do
         if http_ok; then log "ready (pid $(cat "$PID_FILE"))"; return 0; fi

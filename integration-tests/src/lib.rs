@@ -32,16 +32,142 @@ pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 /// How long helpers wait for the broker before failing the test.
 pub const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The broker under test: the one set with [`use_bootstrap`], else `KAFKA_BOOTSTRAP_SERVERS`,
-/// else the local development broker.
+/// Environment variable naming the kind of broker under test: `kafka` (or unset) for Apache
+/// Kafka and brokers that implement `read_committed` as it does, `tansu` for Tansu, which shows
+/// aborted transactional records to `read_committed` readers. `deploy/local/test.sh` sets it.
+pub const TEST_BROKER_ENV: &str = "EVALSTREAM_TEST_BROKER";
+
+/// The kind of broker the tests run against (see [`TEST_BROKER_ENV`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestBroker {
+    /// Apache Kafka (or a broker with Kafka's transaction semantics): a `read_committed` reader
+    /// never sees an aborted record.
+    Kafka,
+    /// Tansu: aborted transactional records are visible to `read_committed` readers, so only a
+    /// reader that joins outputs against progress markers is exact.
+    Tansu,
+}
+
+impl TestBroker {
+    /// Whether `read_committed` readers can see aborted transactional records on this broker.
+    pub fn leaks_aborted_records(self) -> bool {
+        self == TestBroker::Tansu
+    }
+}
+
+/// The kind of broker under test, from [`TEST_BROKER_ENV`]. Panics on an unknown value: a test
+/// that guessed the broker's semantics would prove nothing.
+pub fn test_broker() -> TestBroker {
+    match std::env::var(TEST_BROKER_ENV).unwrap_or_default().trim() {
+        "" | "kafka" => TestBroker::Kafka,
+        "tansu" => TestBroker::Tansu,
+        other => panic!("{TEST_BROKER_ENV}={other:?}: expected kafka or tansu"),
+    }
+}
+
+/// The broker under test, decided once per test process:
+///
+/// 0. the broker set with [`use_bootstrap`] (a test that runs a broker of its own);
+/// 1. `KAFKA_BOOTSTRAP_SERVERS` when set (what `deploy/local/test.sh` and CI do);
+/// 2. else, when a Docker engine answers, an `apache/kafka` container started for this test
+///    process through testcontainers (see [`container`]), removed when the process exits;
+/// 3. else the local development broker, [`DEFAULT_BOOTSTRAP`].
 pub fn bootstrap_servers() -> String {
     if let Some(b) = BOOTSTRAP_OVERRIDE.lock().unwrap_or_else(|p| p.into_inner()).clone() {
         return b;
     }
-    std::env::var("KAFKA_BOOTSTRAP_SERVERS")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| DEFAULT_BOOTSTRAP.to_string())
+    static BOOTSTRAP: OnceLock<String> = OnceLock::new();
+    BOOTSTRAP
+        .get_or_init(|| {
+            if let Some(servers) =
+                std::env::var("KAFKA_BOOTSTRAP_SERVERS").ok().filter(|s| !s.trim().is_empty())
+            {
+                return servers;
+            }
+            #[cfg(feature = "broker")]
+            if let Some(servers) = container::start() {
+                return servers;
+            }
+            DEFAULT_BOOTSTRAP.to_string()
+        })
+        .clone()
+}
+
+/// Apache Kafka in Docker for machines with a Docker engine and no broker of their own, through
+/// `testcontainers-modules`' Apache Kafka module (KRaft, one node, the JVM image).
+///
+/// Not run on our development and CI machines (they have no Docker engine; `deploy/local/test.sh`
+/// starts Kafka as a plain JVM instead): it is compiled and linted there, and exercised where
+/// Docker exists.
+///
+/// Single node: the image's defaults are replaced by the module's environment, so the
+/// transaction state log's replication factor and `min.insync.replicas` are set to 1 here, or
+/// the transaction coordinator never loads and `init_transactions` hangs.
+#[cfg(feature = "broker")]
+pub mod container {
+    use std::sync::Mutex;
+
+    use testcontainers_modules::kafka::apache::{Kafka, KAFKA_PORT};
+    use testcontainers_modules::testcontainers::runners::SyncRunner;
+    use testcontainers_modules::testcontainers::{Container, ImageExt};
+
+    /// Overrides the `apache/kafka` image tag (default: the module's tested tag).
+    pub const IMAGE_TAG_ENV: &str = "EVALSTREAM_TEST_KAFKA_IMAGE_TAG";
+
+    /// The container of this test process, dropped (stopped and removed) at exit.
+    static RUNNING: Mutex<Option<Container<Kafka>>> = Mutex::new(None);
+
+    /// Whether a Docker engine is configured: `DOCKER_HOST`, or the default socket.
+    fn docker_configured() -> bool {
+        std::env::var_os("DOCKER_HOST").is_some_and(|h| !h.is_empty())
+            || std::path::Path::new("/var/run/docker.sock").exists()
+    }
+
+    /// Starts the broker container and returns its bootstrap address, or `None` (with the
+    /// reason on stderr) when no Docker engine answers.
+    pub fn start() -> Option<String> {
+        if !docker_configured() {
+            return None;
+        }
+        let request = Kafka::default()
+            .with_jvm_image()
+            .with_env_var("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+            .with_env_var("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+            .with_env_var("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0");
+        let request = match std::env::var(IMAGE_TAG_ENV) {
+            Ok(tag) if !tag.is_empty() => request.with_tag(tag),
+            _ => request,
+        };
+        let container = match request.start() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("testcontainers: no Kafka container ({e}); using the local broker");
+                return None;
+            }
+        };
+        let port = match container.get_host_port_ipv4(KAFKA_PORT) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("testcontainers: Kafka container has no mapped port ({e})");
+                return None;
+            }
+        };
+        let servers = format!("127.0.0.1:{port}");
+        eprintln!("testcontainers: Apache Kafka container at {servers}");
+        if let Ok(mut slot) = RUNNING.lock() {
+            *slot = Some(container);
+            // Statics are never dropped; remove the container when the test process exits.
+            // SAFETY: registers a plain `extern "C" fn()` with no captured state.
+            unsafe { libc::atexit(remove_at_exit) };
+        }
+        Some(servers)
+    }
+
+    extern "C" fn remove_at_exit() {
+        if let Ok(mut slot) = RUNNING.lock() {
+            drop(slot.take());
+        }
+    }
 }
 
 static BOOTSTRAP_OVERRIDE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
@@ -264,9 +390,9 @@ pub fn read_topic(topic: &str) -> Vec<Record> {
 /// How long [`read_topic_stable`] waits for open transactions to end. A dead instance's
 /// transaction ends when the broker's `transaction.timeout.ms` (the tests use at most 30 s)
 /// expires and its abort check runs (every 10 s by default).
-pub const STABLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub const VERDICT_STABLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Waits (bounded by [`STABLE_TIMEOUT`]) until no transaction is open on any partition of
+/// Waits (bounded by [`VERDICT_STABLE_TIMEOUT`]) until no transaction is open on any partition of
 /// `topic`: the last stable offset (what a `read_committed` reader can reach) equals the high
 /// watermark. librdkafka answers a watermark query with the client's isolation level, so one
 /// `read_committed` and one `read_uncommitted` client give the two.
@@ -287,8 +413,8 @@ pub fn wait_stable(topic: &str) {
                 }
             }
             assert!(
-                started.elapsed() < STABLE_TIMEOUT,
-                "{topic}[{p}] still has an open transaction after {STABLE_TIMEOUT:?}"
+                started.elapsed() < VERDICT_STABLE_TIMEOUT,
+                "{topic}[{p}] still has an open transaction after {VERDICT_STABLE_TIMEOUT:?}"
             );
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -311,6 +437,8 @@ pub fn read_topic_stable(topic: &str) -> Vec<Record> {
 /// (Tansu) answers ListOffsets(latest) with the base offset of the last record batch + 1, which
 /// would cut a multi-record batch short, while the event (derived from fetch responses) is right.
 /// Call it once writers have stopped: on a topic still being written it reads until it catches up.
+/// On Apache Kafka a `read_committed` read first waits for transactions in flight to settle (see
+/// [`wait_until_stable`]).
 pub fn read_topic_with(topic: &str, isolation: Isolation) -> Vec<Record> {
     let consumer: BaseConsumer = client_config()
         .set("group.id", unique_name("it-reader"))
@@ -337,7 +465,12 @@ pub fn read_topic_with(topic: &str, isolation: Isolation) -> Vec<Record> {
     let mut tpl = TopicPartitionList::new();
     let mut pending = BTreeSet::new();
     for p in partitions {
-        // Good enough to tell an empty partition (high == low) from a non-empty one.
+        if isolation == Isolation::ReadCommitted && test_broker() == TestBroker::Kafka {
+            wait_until_stable(topic, p);
+        }
+        // Good enough to tell an empty partition (high == low) from a non-empty one. A
+        // read_committed client's "high" is the last stable offset (librdkafka asks ListOffsets
+        // with the client's isolation level).
         let (low, high) = consumer
             .fetch_watermarks(topic, p, BROKER_TIMEOUT)
             .unwrap_or_else(|e| panic!("watermarks of {topic}[{p}]: {e}"));
@@ -389,6 +522,50 @@ pub fn read_topic_with(topic: &str, isolation: Isolation) -> Vec<Record> {
     out
 }
 
+/// How long [`read_topic`] waits for a transaction in flight to settle before reading.
+pub const STABLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits (at most [`STABLE_TIMEOUT`]) until no transaction is in flight on `topic`[`partition`]:
+/// its last stable offset (LSO) equals its high watermark.
+///
+/// Why: on Apache Kafka, `commit_transaction` returns once the coordinator has logged the commit;
+/// the commit markers reach the data partitions a moment later, and until then a
+/// `read_committed` reader's end of the partition is the LSO, before the committed records. A
+/// test that reads right after a writer exits would otherwise miss a partition's last
+/// transaction (Tansu has no such window). If the LSO stays behind (an open transaction of a
+/// producer that died, aborted only by fencing or `transaction.timeout.ms`), the read goes on:
+/// those records are not committed.
+fn wait_until_stable(topic: &str, partition: i32) {
+    let stable: BaseConsumer = client_config()
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("creating a watermark client");
+    let all: BaseConsumer = client_config()
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .expect("creating a watermark client");
+    let deadline = Instant::now() + STABLE_TIMEOUT;
+    loop {
+        let lso = stable.fetch_watermarks(topic, partition, BROKER_TIMEOUT).map(|w| w.1);
+        let hw = all.fetch_watermarks(topic, partition, BROKER_TIMEOUT).map(|w| w.1);
+        match (lso, hw) {
+            (Ok(lso), Ok(hw)) if lso >= hw => return,
+            (Ok(lso), Ok(hw)) if Instant::now() >= deadline => {
+                eprintln!(
+                    "reading {topic}[{partition}]: a transaction is still open after \
+                     {STABLE_TIMEOUT:?} (last stable offset {lso}, high watermark {hw}); \
+                     reading what is committed"
+                );
+                return;
+            }
+            (Err(e), _) | (_, Err(e)) if Instant::now() >= deadline => {
+                panic!("watermarks of {topic}[{partition}]: {e}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 /// Polls `cond` every 100 ms until it holds; panics with `what` after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -420,11 +597,28 @@ pub fn evalstream_bin() -> PathBuf {
             .expect("test executable is not in <target>/<profile>/deps; set EVALSTREAM_BIN")
             .to_path_buf();
         build_evalstream(&profile_dir);
-        let bin = profile_dir.join(format!("evalstream{}", std::env::consts::EXE_SUFFIX));
-        assert!(bin.exists(), "{} missing after cargo build", bin.display());
-        bin
+        let built = profile_dir.join(format!("evalstream{}", std::env::consts::EXE_SUFFIX));
+        assert!(built.exists(), "{} missing after cargo build", built.display());
+        private_copy(&built)
     })
     .clone()
+}
+
+/// Copies the freshly built binary to a path of this test process's own, so that every instance a
+/// test starts (restarts after a kill included) runs the same build. Several checkouts may share
+/// one `CARGO_TARGET_DIR`; `<target>/<profile>/evalstream` is then whichever built last and can
+/// change in the middle of a test. A hard link costs nothing and keeps this build's file alive
+/// when cargo replaces the shared path (it unlinks and links anew); a copy is the fallback where
+/// links are not possible.
+fn private_copy(built: &Path) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("evalstream-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("creating a directory for the evalstream binary");
+    let bin = dir.join(built.file_name().expect("binary has a file name"));
+    let _ = std::fs::remove_file(&bin);
+    if std::fs::hard_link(built, &bin).is_err() {
+        std::fs::copy(built, &bin).unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
+    }
+    bin
 }
 
 fn build_evalstream(profile_dir: &Path) {
@@ -548,7 +742,7 @@ pub fn temp_file(name_prefix: &str, contents: &str) -> PathBuf {
 /// from a plain `read_committed` consumer; on such a broker the tests must reconstruct
 /// `read_committed` from the runtime's progress markers instead, and say so.
 pub fn broker_leaks_aborted() -> bool {
-    std::env::var("EVALSTREAM_TEST_BROKER").is_ok_and(|b| b.eq_ignore_ascii_case("tansu"))
+    test_broker().leaks_aborted_records()
 }
 
 /// A TCP port that was free a moment ago (for an ops server).

@@ -1,7 +1,7 @@
 //! `evalstream audit verify | export | prove | check-proof` against a real broker.
 //!
 //! The chain is built with the library (ChainHead, CompactRange, signed Checkpoints from a local
-//! P-256 key, a signers.json from the Registry API) and produced straight into `audit.chain`, so
+//! P-256 key, a signers.json from the SignerRegistry API) and produced straight into `audit.chain`, so
 //! the operator commands are tested on exactly known records without running the processor:
 //!
 //! ```text
@@ -22,8 +22,8 @@ use evalstream_audit::merkle::CompactRange;
 use evalstream_audit::records::{
     ChainEntry, ChainRecord, ChainRecordBody, Checkpoint, CHAIN_RECORD_SCHEMA,
 };
-use evalstream_audit::registry::{Registry, SignerEntry};
 use evalstream_audit::signer::{LocalKeySigner, Signer, SignerKind};
+use evalstream_audit::trust::{SignerEntry, SignerRegistry};
 use evalstream_integration_tests as it;
 use evalstream_runtime::codec::{Codec, SchemaStore};
 use serde_json::Value;
@@ -166,7 +166,7 @@ fn fixture(name: &str, tamper: &dyn Fn(&mut ChainEntry)) -> Fixture {
     let dir = std::env::temp_dir().join(it::unique_name(name));
     std::fs::create_dir_all(&dir).unwrap();
     let signer = LocalKeySigner::random().unwrap();
-    let mut registry = Registry::new();
+    let mut registry = SignerRegistry::new();
     registry
         .add(
             SignerEntry::new(

@@ -38,6 +38,8 @@ fn submission(id: &str, model: &str) -> Value {
         "artifact_sha256": null,
         "labels": {"team": "eval"},
         "submitted_at": 1_714_557_600_000_i64,
+        "promotion": null,
+        "allocation": null,
     })
 }
 

@@ -10,7 +10,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apache_avro::types::Value;
 use evalstream_integration_tests as it;
 use evalstream_runtime::codec::Codec;
 use evalstream_runtime::config::RuntimeConfig;
@@ -20,6 +19,7 @@ use evalstream_runtime::headers;
 use evalstream_runtime::metrics::Metrics;
 use evalstream_runtime::ops::Health;
 use evalstream_runtime::processor::{Context, Input, Output, Processor};
+use evalstream_totals::{TotalsInput, TotalsUpdate};
 
 /// `A:<id>` declares an allocation; `S:<id>` settles it and needs the declaration first.
 struct Settle;
@@ -32,31 +32,20 @@ impl Processor for Settle {
         vec!["rt.input".into()]
     }
     fn process(&mut self, input: &Input<'_>, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
-        let Value::Record(fields) = input.value else {
-            return Err(ProcessError::Invalid("not a record".into()));
-        };
-        let key = match &fields[0].1 {
-            Value::String(s) => s.clone(),
-            _ => return Err(ProcessError::Invalid("key".into())),
-        };
+        let TotalsInput { key, .. } = input.decode()?;
         let (kind, id) = key.split_once(':').ok_or_else(|| ProcessError::Invalid(key.clone()))?;
         match kind {
-            "A" => ctx.state().put(id.as_bytes(), b"declared".to_vec()),
-            "S" if ctx.state().get(id.as_bytes()).is_some() => {
-                let v = Value::Record(vec![
-                    ("key".into(), Value::String(key.clone())),
-                    ("amount".into(), Value::Long(input.attempt as i64)),
-                    ("total".into(), Value::Long(0)),
-                    ("source_topic".into(), Value::String(input.topic.into())),
-                    ("source_partition".into(), Value::Int(input.partition)),
-                    ("source_offset".into(), Value::Long(input.offset)),
-                ]);
-                ctx.emit(Output::new(
-                    "rt.output",
-                    Some(key.into_bytes()),
-                    "evalstream.runtime.TotalsUpdate",
-                    v,
-                ));
+            "A" => ctx.state().put(id, &"declared")?,
+            "S" if ctx.state().contains(id) => {
+                let settled = TotalsUpdate {
+                    key: key.clone(),
+                    amount: input.attempt as i64,
+                    total: 0,
+                    source_topic: input.topic.into(),
+                    source_partition: input.partition,
+                    source_offset: input.offset,
+                };
+                ctx.emit(Output::record("rt.output", &key, &settled)?);
             }
             "S" => return Err(ProcessError::NotReady(format!("allocation {id} not known yet"))),
             _ => return Err(ProcessError::Invalid(key)),
@@ -66,13 +55,8 @@ impl Processor for Settle {
 }
 
 fn rec(codec: &Codec, topic: &str, key: &str) -> it::RawRecord {
-    let v = Value::Record(vec![
-        ("key".into(), Value::String(key.into())),
-        ("amount".into(), Value::Long(1)),
-        ("payload".into(), Value::String(String::new())),
-    ]);
-    it::RawRecord::new(codec.encode(topic, "evalstream.runtime.TotalsInput", &v).unwrap())
-        .partition(0)
+    let input = TotalsInput { key: key.into(), amount: 1, payload: String::new() };
+    it::RawRecord::new(codec.encode_record(topic, &input).unwrap()).partition(0)
 }
 
 #[test]
@@ -144,9 +128,8 @@ fn not_ready_records_are_retried_with_backoff_then_dead_lettered() {
         o.header_str(headers::SOURCE),
         Some(headers::coordinate(&input, coords[0].0, coords[0].1).as_str())
     );
-    let d = codec.decode(o.value.as_deref().unwrap()).unwrap();
-    let Value::Record(f) = d.value else { panic!() };
-    assert!(matches!(f[1].1, Value::Long(a) if a >= 2), "settled on a retry attempt: {:?}", f[1].1);
+    let settled: TotalsUpdate = codec.decode_record(o.value.as_deref().unwrap()).unwrap();
+    assert!(settled.amount >= 2, "settled on a retry attempt: {}", settled.amount);
 
     let dlq = it::read_topic(&format!("{prefix}rt.input.dlq"));
     assert_eq!(dlq.len(), 1);

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use evalstream_audit::offline::bounds::{self, Bound};
-use evalstream_audit::registry::Registry;
+use evalstream_audit::trust::SignerRegistry;
 
 /// Exit code: everything verified.
 pub const EXIT_OK: u8 = 0;
@@ -167,7 +167,7 @@ pub struct SignersArg {
 }
 
 impl SignersArg {
-    fn load(&self) -> anyhow::Result<Option<Registry>> {
-        self.signers.as_deref().map(Registry::load).transpose().map_err(anyhow::Error::from)
+    fn load(&self) -> anyhow::Result<Option<SignerRegistry>> {
+        self.signers.as_deref().map(SignerRegistry::load).transpose().map_err(anyhow::Error::from)
     }
 }

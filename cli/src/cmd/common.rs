@@ -22,6 +22,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use evalstream_runtime::b64;
 use evalstream_runtime::config::RuntimeConfig;
 use evalstream_runtime::kafka::{self, ReaderContext};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -331,8 +332,6 @@ pub fn ensure_compacted_topic(cfg: &RuntimeConfig, topic: &str) -> anyhow::Resul
     Ok(())
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /// Enqueues `record`, waiting (and serving delivery reports) while librdkafka's local queue is
 /// full, which is back-pressure rather than failure. Any other error is returned.
 pub fn send_blocking<'a, C, K, P>(
@@ -383,63 +382,6 @@ pub fn header_pairs<H: Headers>(headers: Option<&H>) -> HeaderList {
         .unwrap_or_default()
 }
 
-/// Standard base64 (RFC 4648 §4, padded): how undecodable bytes appear in JSON output.
-pub fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Why a base64 text was refused.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum Base64Error {
-    /// A character outside the standard alphabet.
-    #[error("invalid base64 character {0:?}")]
-    BadChar(char),
-    /// The length (without padding) cannot come from whole bytes.
-    #[error("invalid base64 length")]
-    BadLength,
-}
-
-/// Decodes standard base64, padded or not: the inverse of [`base64_encode`].
-pub fn base64_decode(text: &str) -> Result<Vec<u8>, Base64Error> {
-    let trimmed = text.trim_end_matches('=');
-    if text.len() - trimmed.len() > 2 || trimmed.len() % 4 == 1 {
-        return Err(Base64Error::BadLength);
-    }
-    let mut out = Vec::with_capacity(trimmed.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for c in trimmed.chars() {
-        let v = match c {
-            'A'..='Z' => c as u32 - 'A' as u32,
-            'a'..='z' => c as u32 - 'a' as u32 + 26,
-            '0'..='9' => c as u32 - '0' as u32 + 52,
-            '+' => 62,
-            '/' => 63,
-            _ => return Err(Base64Error::BadChar(c)),
-        };
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
-}
-
 /// JSON form of bytes that are usually text (keys, header values): the text itself when it is
 /// UTF-8, otherwise `{"base64": "..."}`, so nothing is lost and text stays readable.
 pub fn bytes_json(bytes: Option<&[u8]>) -> Value {
@@ -447,7 +389,7 @@ pub fn bytes_json(bytes: Option<&[u8]>) -> Value {
         None => Value::Null,
         Some(b) => match std::str::from_utf8(b) {
             Ok(s) => Value::String(s.to_string()),
-            Err(_) => json!({ "base64": base64_encode(b) }),
+            Err(_) => json!({ "base64": b64::encode(b) }),
         },
     }
 }
@@ -468,21 +410,6 @@ pub fn headers_json<H: Headers>(headers: Option<&H>) -> Value {
     )
 }
 
-/// Formats milliseconds since the Unix epoch as RFC 3339 UTC (`2024-05-01T10:00:00.123Z`) for
-/// the human views; the JSON views keep the number.
-pub fn format_millis(ms: i64) -> String {
-    let (year, month, day) =
-        evalstream_audit::registry::rfc3339::civil_from_days(ms.div_euclid(86_400_000));
-    let rem = ms.rem_euclid(86_400_000);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000
-    )
-}
-
 /// Writes one line to stdout. `Ok(false)` means the reader went away (`| head`): the command
 /// should stop quietly, as Unix tools do, instead of failing.
 pub fn emit(out: &mut impl Write, line: &str) -> std::io::Result<bool> {
@@ -498,42 +425,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_known_answers_round_trip() {
-        // RFC 4648 §10 test vectors.
-        for (plain, enc) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64_encode(plain.as_bytes()), enc);
-            assert_eq!(base64_decode(enc).unwrap(), plain.as_bytes());
-            assert_eq!(base64_decode(enc.trim_end_matches('=')).unwrap(), plain.as_bytes());
-        }
-        let all: Vec<u8> = (0..=255).collect();
-        assert_eq!(base64_decode(&base64_encode(&all)).unwrap(), all);
-        assert_eq!(base64_decode("Zm9!"), Err(Base64Error::BadChar('!')));
-        assert_eq!(base64_decode("Zg=a"), Err(Base64Error::BadChar('=')));
-        assert_eq!(base64_decode("Z"), Err(Base64Error::BadLength));
-        assert_eq!(base64_decode("Zg==="), Err(Base64Error::BadLength));
-    }
-
-    #[test]
     fn bytes_are_text_when_they_can_be() {
         assert_eq!(bytes_json(Some(b"abc")), json!("abc"));
         assert_eq!(bytes_json(Some(&[0xff, 0x00])), json!({"base64": "/wA="}));
         assert_eq!(bytes_json(None), Value::Null);
-    }
-
-    #[test]
-    fn millis_format_as_rfc3339() {
-        assert_eq!(format_millis(0), "1970-01-01T00:00:00.000Z");
-        // date -u -d @951825600.5 +%FT%T.%3NZ  →  2000-02-29T12:00:00.500Z
-        assert_eq!(format_millis(951_825_600_500), "2000-02-29T12:00:00.500Z");
-        assert_eq!(format_millis(1_714_557_600_123), "2024-05-01T10:00:00.123Z");
-        assert_eq!(format_millis(-1), "1969-12-31T23:59:59.999Z");
     }
 }

@@ -21,6 +21,8 @@
 //! `{"base64": "..."}`; a header name that repeats maps to an array. `produce --envelope` reads
 //! exactly this shape back.
 
+use evalstream_runtime::b64;
+use evalstream_runtime::time::format_rfc3339_ms_aligned;
 use std::collections::BTreeSet;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -38,8 +40,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::common::{
-    base64_encode, bytes_json, emit, format_millis, headers_json, load_config, ReadOptions,
-    StartAt, TopicReader,
+    bytes_json, emit, headers_json, load_config, ReadOptions, StartAt, TopicReader,
 };
 
 /// Output format.
@@ -255,10 +256,10 @@ impl RecordJson {
     pub fn from_message<M: Message>(m: &M, codec: Option<&Codec>) -> Self {
         let (schema, value, error) = match (m.payload(), codec) {
             (None, _) => (None, Value::Null, None),
-            (Some(bytes), None) => (None, json!({ "base64": base64_encode(bytes) }), None),
+            (Some(bytes), None) => (None, json!({ "base64": b64::encode(bytes) }), None),
             (Some(bytes), Some(codec)) => match codec.decode(bytes) {
                 Ok(d) => (Some(d.schema_name), avro_to_json(&d.value), None),
-                Err(e) => (None, json!({ "base64": base64_encode(bytes) }), Some(e.to_string())),
+                Err(e) => (None, json!({ "base64": b64::encode(bytes) }), Some(e.to_string())),
             },
         };
         RecordJson {
@@ -279,7 +280,7 @@ impl RecordJson {
         let mut s = format!("{}/{}", self.partition, self.offset);
         if let Some(ts) = self.timestamp {
             s.push(' ');
-            s.push_str(&format_millis(ts));
+            s.push_str(&format_rfc3339_ms_aligned(ts));
         }
         s.push_str(&format!(" key={}", compact(&self.key)));
         s.push(' ');

@@ -20,7 +20,9 @@
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use super::common::{base64_decode, Base64Error, HeaderList};
+use evalstream_runtime::b64::{self, Base64Error};
+
+use super::common::HeaderList;
 
 /// One record to produce, before encoding.
 #[derive(Debug, Clone, PartialEq)]
@@ -198,7 +200,7 @@ fn bytes_from_json(v: &Value, what: &str) -> Result<Option<Vec<u8>>, BytesShape>
         Value::String(s) => Ok(Some(s.as_bytes().to_vec())),
         Value::Object(o) if o.len() == 1 => match o.get("base64") {
             Some(Value::String(b)) => {
-                base64_decode(b).map(Some).map_err(|e| BytesShape::Base64(what.to_string(), e))
+                b64::decode(b).map(Some).map_err(|e| BytesShape::Base64(what.to_string(), e))
             }
             _ => Err(BytesShape::Shape("an object")),
         },

@@ -14,9 +14,12 @@ use evalstream_runtime::config::RuntimeConfig;
 use evalstream_runtime::engine::{self, EngineOptions, FailPoints};
 use evalstream_runtime::metrics::Metrics;
 use evalstream_runtime::ops::{self, Health};
+use evalstream_runtime::processor::Setup;
+use evalstream_runtime::readiness::{self, Checks, RUNTIME_CHECK_INTERVAL};
+use evalstream_runtime::topology::Topology;
 use tracing::{error, info};
 
-use crate::registry::{self, Runnable};
+use crate::processors;
 
 /// Arguments of `evalstream run`.
 #[derive(Debug, clap::Args)]
@@ -29,10 +32,26 @@ pub struct Args {
 pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let cfg = RuntimeConfig::load(config)?;
     let codec = Codec::from_env()?;
+    let registration = processors::find(&args.processor)?;
+    // A processor whose inputs disagree with the topology would silently run under derived
+    // topic names (see `Registration::check_topology`): refuse to start instead.
+    registration.check_topology(&Topology::bundled()?).map_err(anyhow::Error::msg)?;
     let metrics = Metrics::new(&args.processor);
-    let runnable = registry::build(&args.processor, &cfg, &metrics)?;
-    let health = Health::new(&args.processor);
+    // The runtime's own dependencies first; the processor adds its own in `build`.
+    let checks = Checks::new();
+    checks
+        .kafka(RUNTIME_CHECK_INTERVAL, readiness::broker_probe(&cfg).map_err(anyhow::Error::msg)?);
+    if let Some(probe) = readiness::schema_registry_probe(&codec) {
+        checks.gating("schema_registry", RUNTIME_CHECK_INTERVAL, probe);
+    }
+    let setup = Setup { config: &cfg, codec: &codec, metrics: &metrics, checks: &checks };
+    let processor = registration.instantiate(&setup).map_err(|e| anyhow::anyhow!(e))?;
+    let health = Health::with_metrics(&args.processor, metrics.clone());
     let shutdown = Arc::new(AtomicBool::new(false));
+    info!(dependencies = ?checks.describe(), "readiness checks (name, gates readiness)");
+    // Detached: each check ends within its own timeout once `shutdown` is set, and the process
+    // exits right after the engine anyway.
+    drop(checks.start(&health, &shutdown));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -70,16 +89,7 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         shutdown,
         fail_points: FailPoints::from_env().map_err(anyhow::Error::msg)?,
     };
-    let handle = match runnable {
-        Runnable::Totals(p) => engine::spawn(p, opts)?,
-        Runnable::AuditChain(p, emergency) => {
-            if let Some(e) = emergency {
-                record_emergency_signer(&opts.config, &opts.codec, &e.detail)?;
-            }
-            engine::spawn(*p, opts)?
-        }
-        Runnable::AuditVerifier(p) => engine::spawn(*p, opts)?,
-    };
+    let handle = engine::spawn(processor, opts)?;
     let result = handle.join().map_err(|_| anyhow::anyhow!("processing thread panicked"))?;
     let _ = stop_tx.send(true);
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
@@ -90,33 +100,6 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
             Err(e.into())
         }
     }
-}
-
-/// Records the switch to the emergency signing proxy as an `audit.emergency_signer` event in
-/// every chain (one per `audit.events` partition), before the first checkpoint is signed by it.
-fn record_emergency_signer(cfg: &RuntimeConfig, codec: &Codec, detail: &str) -> anyhow::Result<()> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let topic = cfg.topic(evalstream_audit::EVENTS_TOPIC);
-    let meta: BaseConsumer = evalstream_runtime::kafka::reader(cfg).create()?;
-    let md = meta.fetch_metadata(Some(&topic), std::time::Duration::from_secs(10))?;
-    let partitions = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
-    anyhow::ensure!(partitions > 0, "{topic} does not exist; run `evalstream topology apply`");
-    let producer: BaseProducer = evalstream_runtime::kafka::plain_producer(cfg).create()?;
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
-    for p in 0..partitions as i32 {
-        let id = format!("emergency-signer-{}-{now}-{p}", cfg.instance_id);
-        let value =
-            evalstream_audit_chain::emergency_signer_event(&id, &cfg.instance_id, detail, now);
-        let bytes = codec.encode(&topic, evalstream_audit::chain::AUDIT_EVENT_SCHEMA, &value)?;
-        producer
-            .send(BaseRecord::<str, [u8]>::to(&topic).key(&id).payload(&bytes).partition(p))
-            .map_err(|(e, _)| e)?;
-    }
-    producer.flush(std::time::Duration::from_secs(30))?;
-    tracing::warn!(detail, partitions, "recorded audit.emergency_signer in every chain");
-    Ok(())
 }
 
 async fn wait_for_signal() {

@@ -2,14 +2,18 @@
 //!
 //! ```text
 //!   --file F | $SIGNERS_FILE | ./signers.json
-//!        │ Registry::load (validated: unique kids, one active key per kind, parseable keys)
+//!        │ SignerRegistry::load (validated: unique kids, one active key per kind, parseable keys)
 //!        ├─► list     table, or the JSON document (--json)
 //!        ├─► add      public key from --public-key FILE | --from-kms KEY_ID | --generate KEY_OUT
 //!        ├─► rotate   same key sources; old active key of the kind → retired at --at, new → active
 //!        └─► revoke   the key is compromised: it verifies nothing any more
 //!        ▼
-//!   Registry::save (temporary file + rename: readers never see half a file)
+//!   SignerRegistry::save (temporary file + rename: readers never see half a file)
 //! ```
+//!
+//! Finance's ledger-proof keys live here too, as kind `finance` (`signers add --kind finance
+//! --public-key finance.pem`): same windows, rotation and revocation, but they verify only
+//! settlement proofs and audit keys only checkpoints (`evalstream_audit::registry`).
 //!
 //! The runbook's planned rotation maps to `rotate` (dual mode: the old key keeps verifying the
 //! checkpoints it signed before `--at`); `revoke` is for a compromised key only, because a revoked
@@ -22,11 +26,11 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
-use evalstream_audit::registry::rfc3339::{format_rfc3339_ms, parse_rfc3339_ms};
-use evalstream_audit::registry::{Registry, SignerEntry};
 use evalstream_audit::signer::{
-    derive_kid, public_key_spki_der, KmsConfig, KmsSigner, LocalKeySigner, Signer as _, SignerKind,
+    derive_kid, public_key_spki_der, KmsConfig, KmsSigner, LocalKeySigner, SignerKind,
 };
+use evalstream_audit::trust::{SignerEntry, SignerRegistry};
+use evalstream_runtime::time::{format_rfc3339_ms, parse_rfc3339_ms};
 
 use super::common::emit;
 
@@ -88,8 +92,9 @@ pub struct NewKey {
     kid: Option<String>,
     #[command(flatten)]
     source: KeySource,
-    /// kms, local or proxy; default kms for --from-kms, local for --generate. Required with
-    /// --public-key.
+    /// kms, local or proxy (audit checkpoint signers), or finance (Finance's ledger-proof key,
+    /// which verifies settlements and never a checkpoint); default kms for --from-kms, local for
+    /// --generate. Required with --public-key.
     #[arg(long)]
     kind: Option<SignerKind>,
     /// Free text stored with the key (ticket, KMS key ARN, who approved it).
@@ -128,7 +133,7 @@ pub struct RotateArgs {
 }
 
 /// `90s`, `30m`, `2h`, `1d` or plain milliseconds, into milliseconds.
-fn parse_duration_ms(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_duration_ms(text: &str) -> Result<i64, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
@@ -168,7 +173,7 @@ pub fn run(_config: Option<&Path>, cmd: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -176,15 +181,15 @@ fn now_ms() -> i64 {
 }
 
 /// `now` or an RFC 3339 time; `None` is now.
-fn parse_time(flag: &str, value: Option<&str>) -> anyhow::Result<i64> {
+pub(crate) fn parse_time(flag: &str, value: Option<&str>) -> anyhow::Result<i64> {
     match value {
         None | Some("now") => Ok(now_ms()),
         Some(text) => parse_rfc3339_ms(text).with_context(|| format!("--{flag}")),
     }
 }
 
-fn load(path: &Path) -> anyhow::Result<Registry> {
-    Registry::load(path).map_err(|e| anyhow::anyhow!(e)).with_context(|| {
+fn load(path: &Path) -> anyhow::Result<SignerRegistry> {
+    SignerRegistry::load(path).map_err(|e| anyhow::anyhow!(e)).with_context(|| {
         format!(
             "cannot use signer registry {} (create one with `evalstream signers add`)",
             path.display()
@@ -193,11 +198,11 @@ fn load(path: &Path) -> anyhow::Result<Registry> {
 }
 
 /// Loads the registry, or starts an empty one when the file does not exist yet (first `add`).
-fn load_or_new(path: &Path) -> anyhow::Result<Registry> {
+fn load_or_new(path: &Path) -> anyhow::Result<SignerRegistry> {
     if path.exists() {
         load(path)
     } else {
-        Ok(Registry::new())
+        Ok(SignerRegistry::new())
     }
 }
 
@@ -248,6 +253,8 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
 struct PendingKey {
     signer: LocalKeySigner,
     path: PathBuf,
+    /// The kid it is registered under (the signer's own is derived as a local key's).
+    kid: String,
 }
 
 impl PendingKey {
@@ -256,7 +263,7 @@ impl PendingKey {
         eprintln!(
             "wrote a new private key to {} (kid {}); keep it out of version control",
             self.path.display(),
-            self.signer.kid()
+            self.kid
         );
         Ok(())
     }
@@ -290,15 +297,18 @@ fn new_entry(key: NewKey, from_ms: i64) -> anyhow::Result<(SignerEntry, Option<P
             }
             let signer = LocalKeySigner::random()?;
             let der = signer.public_key_spki_der().to_vec();
-            pending = Some(PendingKey { signer, path });
+            pending = Some(PendingKey { signer, path, kid: String::new() });
             (der, Some(SignerKind::Local))
         }
         _ => bail!("give exactly one of --public-key, --from-kms, --generate"),
     };
     let Some(kind) = kind.or(default_kind) else {
-        bail!("--kind is required with --public-key (kms, local or proxy)");
+        bail!("--kind is required with --public-key (kms, local, proxy or finance)");
     };
     let kid = kid.unwrap_or_else(|| derive_kid(kind, &spki_der));
+    if let Some(p) = pending.as_mut() {
+        p.kid = kid.clone();
+    }
     let entry = SignerEntry::new(kid, kind, &spki_der, from_ms)?;
     let entry = match note {
         Some(note) => entry.with_note(note),
@@ -308,7 +318,11 @@ fn new_entry(key: NewKey, from_ms: i64) -> anyhow::Result<(SignerEntry, Option<P
 }
 
 /// Writes the generated private key (if any), then the registry.
-fn commit(registry: &Registry, path: &Path, pending: Option<PendingKey>) -> anyhow::Result<()> {
+fn commit(
+    registry: &SignerRegistry,
+    path: &Path,
+    pending: Option<PendingKey>,
+) -> anyhow::Result<()> {
     if let Some(pending) = pending {
         pending.write()?;
     }
@@ -342,9 +356,14 @@ fn rotate(args: RotateArgs) -> anyhow::Result<ExitCode> {
     let retired = registry.rotate_with_overlap(entry, at, overlap)?;
     commit(&registry, path, pending)?;
     let (old_end, new_start) = (format_rfc3339_ms(at + overlap), format_rfc3339_ms(at - overlap));
+    let what = kind.purpose().describe();
     match retired {
+        Some(old) if kind == SignerKind::Finance => eprintln!(
+            "rotated finance keys: {old} retired (verifies {what} made before {old_end}), \
+             {kid} active from {new_start}; Finance signs new settlements with {kid}"
+        ),
         Some(old) => eprintln!(
-            "rotated {kind} keys: {old} retired (verifies checkpoints before {old_end}), \
+            "rotated {kind} keys: {old} retired (verifies {what} before {old_end}), \
              {kid} active from {new_start}; deploy with AUDIT_SIGNER_KID={kid}"
         ),
         None => eprintln!("no active {kind} key to retire; {kid} active from {new_start}"),
@@ -440,7 +459,7 @@ mod tests {
         .unwrap();
         run_args(&["revoke", "--file", f, "--kid", "dev-a", "--at", "2025-11-20T00:00:00Z"])
             .unwrap();
-        let registry = Registry::load(&file).unwrap();
+        let registry = SignerRegistry::load(&file).unwrap();
         let kids: Vec<_> =
             registry.entries().iter().map(|e| (e.kid(), e.status().as_str())).collect();
         assert_eq!(kids, vec![("dev-a", "revoked"), ("dev-b", "active")]);
@@ -453,6 +472,41 @@ mod tests {
         let err =
             run_args(&["add", "--file", f, "--public-key", pub_b.to_str().unwrap()]).unwrap_err();
         assert!(format!("{err:#}").contains("--kind is required"), "{err:#}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn finance_keys_are_added_and_rotated_beside_audit_keys() {
+        let dir =
+            std::env::temp_dir().join(format!("evalstream-cli-finance-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("signers.json");
+        let f = file.to_str().unwrap();
+        let key = |n: &str| dir.join(n).to_str().unwrap().to_string();
+        let t = "2025-11-18T09:30:00Z";
+        run_args(&["add", "--file", f, "--generate", &key("audit.pem"), "--valid-from", t])
+            .unwrap();
+        let (fa, fb) = (key("fin-a.pem"), key("fin-b.pem"));
+        run_args(&["add", "--file", f, "--kind", "finance", "--generate", &fa, "--valid-from", t])
+            .unwrap();
+        run_args(&[
+            "rotate",
+            "--file",
+            f,
+            "--kind",
+            "finance",
+            "--kid",
+            "fin-b",
+            "--generate",
+            &fb,
+        ])
+        .unwrap();
+        let registry = SignerRegistry::load(&file).unwrap();
+        let rows: Vec<_> =
+            registry.entries().iter().map(|e| (e.kind().as_str(), e.status().as_str())).collect();
+        assert_eq!(rows, [("local", "active"), ("finance", "retired"), ("finance", "active")]);
+        assert!(registry.entries()[1].kid().starts_with("finance:"), "derived finance kid");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  audit.events[p] record (Avro evalstream.audit.AuditEvent)
-//!        │ AuditEventJson::from_avro
+//!        │ AuditEventJson (typed record)
 //!        ▼
 //!  {"actor","event_id","occurred_at","payload": <payload parsed>,"subject","type"}
 //!        │ RFC 8785 (canonical.rs)
@@ -25,12 +25,14 @@
 //!   format the same details differently (spacing, key order, `1.0` vs `1`) chain the same bytes.
 
 use apache_avro::types::Value;
+use evalstream_runtime::record::{self, Record};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::canonical::{self, CanonicalError, Node};
 use crate::merkle::Hash;
-use crate::records::{self, RecordError};
+use crate::records::RecordError;
 
 /// Domain-separation and version tag hashed first into every entry hash (26 bytes, NUL
 /// terminated).
@@ -79,11 +81,17 @@ pub enum ChainError {
 /// An audit event as the chain sees it: the fields of `evalstream.audit.AuditEvent`, with the
 /// payload still the producer's JSON text. [`AuditEventJson::canonical_bytes`] turns it into the
 /// bytes that are hashed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its serde form is the record's (`type` for [`AuditEventJson::event_type`]) and refuses
+/// unknown fields, in Avro and in JSON alike: a field the chain does not know is an error, not
+/// silently left out of the hash, so adding a field to the schema needs a new chain version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuditEventJson {
     /// `event_id`: unique id, the deduplication key.
     pub event_id: String,
     /// `type`: dotted event type, e.g. `audit.emergency_signer`.
+    #[serde(rename = "type")]
     pub event_type: String,
     /// `actor`: who caused the event.
     pub actor: String,
@@ -95,60 +103,23 @@ pub struct AuditEventJson {
     pub payload: String,
 }
 
+impl Record for AuditEventJson {
+    const SCHEMA: &'static str = AUDIT_EVENT_SCHEMA;
+}
+
 impl AuditEventJson {
-    /// From the Avro value the runtime's codec decodes from `audit.events` (a record with the
-    /// fields of [`EVENT_FIELDS`]; `occurred_at` as `timestamp-millis` or `long`). A field the
-    /// chain does not know is an error, not silently left out of the hash: adding a field to the
-    /// schema needs a new chain version.
+    /// From an Avro value of `evalstream.audit.AuditEvent` (as the codec decodes it from
+    /// `audit.events`, or built by hand; `occurred_at` as `timestamp-millis` or `long`).
     pub fn from_avro(value: &Value) -> Result<AuditEventJson, ChainError> {
-        let fields = records::record_fields(value, AUDIT_EVENT_SCHEMA)?;
-        records::reject_unknown(fields, &EVENT_FIELDS)?;
-        Ok(AuditEventJson {
-            event_id: records::get_string(fields, "event_id")?,
-            event_type: records::get_string(fields, "type")?,
-            actor: records::get_string(fields, "actor")?,
-            subject: records::get_string(fields, "subject")?,
-            occurred_at: records::get_long(fields, "occurred_at")?,
-            payload: records::get_string(fields, "payload")?,
-        })
+        Ok(record::from_any_avro(value).map_err(RecordError::from)?)
     }
 
     /// From the record's JSON form, as `evalstream consume --format json` writes it and the
     /// parity vectors store it: an object with exactly the members of [`EVENT_FIELDS`],
     /// `occurred_at` an integer and `payload` a string holding JSON.
     pub fn from_json(value: &serde_json::Value) -> Result<AuditEventJson, ChainError> {
-        let obj = value.as_object().ok_or(RecordError::WrongType {
-            field: AUDIT_EVENT_SCHEMA.to_string(),
-            expected: "object",
-        })?;
-        if let Some(unknown) = obj.keys().find(|k| !EVENT_FIELDS.contains(&k.as_str())) {
-            return Err(RecordError::UnknownField(unknown.clone()).into());
-        }
-        let string = |name: &'static str| -> Result<String, ChainError> {
-            match obj.get(name) {
-                None => Err(RecordError::MissingField(name.to_string()).into()),
-                Some(serde_json::Value::String(s)) => Ok(s.clone()),
-                Some(_) => {
-                    Err(RecordError::WrongType { field: name.to_string(), expected: "string" }
-                        .into())
-                }
-            }
-        };
-        let occurred_at = match obj.get("occurred_at") {
-            None => return Err(RecordError::MissingField("occurred_at".to_string()).into()),
-            Some(v) => v.as_i64().ok_or(RecordError::WrongType {
-                field: "occurred_at".to_string(),
-                expected: "integer milliseconds",
-            })?,
-        };
-        Ok(AuditEventJson {
-            event_id: string("event_id")?,
-            event_type: string("type")?,
-            actor: string("actor")?,
-            subject: string("subject")?,
-            occurred_at,
-            payload: string("payload")?,
-        })
+        AuditEventJson::deserialize(value)
+            .map_err(|e| RecordError::Schema(format!("{AUDIT_EVENT_SCHEMA}: {e}")).into())
     }
 
     /// The record's JSON form (payload as a string), the inverse of

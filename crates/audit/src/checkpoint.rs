@@ -23,7 +23,7 @@
 //! Signature: ECDSA P-256 with SHA-256 over these bytes, DER encoded (what AWS KMS `Sign` with
 //! `ECDSA_SHA_256` and `MessageType=RAW` returns). Signing and key registry live elsewhere.
 
-use base64::Engine as _;
+use evalstream_runtime::b64;
 use thiserror::Error;
 
 use crate::merkle::{hash_from_slice, Hash};
@@ -75,7 +75,7 @@ impl CheckpointBody {
             self.origin,
             self.partition,
             self.tree_size,
-            base64::engine::general_purpose::STANDARD.encode(self.root),
+            b64::encode(&self.root),
             hex::encode(self.head_hash),
             self.time_ms,
         );
@@ -96,8 +96,7 @@ impl CheckpointBody {
         if header != CHECKPOINT_HEADER {
             return Err(CheckpointError::Malformed("unknown header line"));
         }
-        let root = base64::engine::general_purpose::STANDARD
-            .decode(root)
+        let root = b64::decode_canonical(root)
             .ok()
             .and_then(|b| hash_from_slice(&b))
             .ok_or(CheckpointError::Malformed("root is not base64 of 32 bytes"))?;

@@ -16,8 +16,8 @@ pub mod checkpoint;
 pub mod merkle;
 pub mod offline;
 pub mod records;
-pub mod registry;
 pub mod signer;
+pub mod trust;
 pub mod verify;
 
 /// Topic every auditable fact is produced to; partition `p` feeds chain `p`.

@@ -7,14 +7,20 @@
 //!  audit.verifications: VerificationResult { partition, seq/offset range, status, ... }
 //! ```
 //!
-//! The schemas are `schemas/evalstream/audit/ChainRecord.avsc` and `VerificationResult.avsc`;
-//! `to_avro` writes fields in schema order and `from_avro` reads by field name, accepting the
-//! shapes the runtime's codec produces (union-wrapped or bare values, `timestamp-millis` or
-//! `long`, enum or string symbols). Structural problems (a hash that is not 32 bytes, an entry
-//! record without its entry) are [`RecordError`]s: on `audit.chain` such a record is itself a
-//! finding for the verifier, not something to repair.
+//! The schemas are `schemas/evalstream/audit/ChainRecord.avsc` and `VerificationResult.avsc`.
+//! The Avro side is a set of private structs that mirror the schemas field for field, read and
+//! written with serde through the runtime's typed records (`evalstream_runtime::record`); the
+//! public types carry the domain's shapes (u64 sequence numbers, u32 partitions, 32-byte hashes,
+//! an entry *or* a checkpoint), and the conversions between the two are where ranges, hash
+//! lengths and the `kind` agreement are checked. `from_avro` conforms the value to the schema
+//! first, so it accepts every shape of a valid value (decoded by the codec, read from an Avro
+//! archive, or built by hand) and names the field path of an invalid one. Structural problems (a
+//! hash that is not 32 bytes, an entry record without its entry) are [`RecordError`]s: on
+//! `audit.chain` such a record is itself a finding for the verifier, not something to repair.
 
 use apache_avro::types::Value;
+use evalstream_runtime::record::{self, Record};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::chain::{self, AppendedEntry, AuditEventJson};
@@ -31,20 +37,10 @@ pub const VERIFICATION_RESULT_SCHEMA: &str = "evalstream.audit.VerificationResul
 /// `checkpoint.root`).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RecordError {
-    /// A required field is absent.
-    #[error("{0}: missing field")]
-    MissingField(String),
-    /// A field that the schema (and so the hash) does not know.
-    #[error("{0}: unknown field")]
-    UnknownField(String),
-    /// A field holds the wrong kind of value.
-    #[error("{field}: expected {expected}")]
-    WrongType {
-        /// Field path.
-        field: String,
-        /// What was expected.
-        expected: &'static str,
-    },
+    /// The value does not match its schema: a missing or unknown field, a wrong type, an
+    /// unknown enum symbol. The message names the field path.
+    #[error("{0}")]
+    Schema(String),
     /// A number outside the range of its type (negative sequence numbers, partitions beyond
     /// `i32::MAX`, ...).
     #[error("{field}: value {value} out of range")]
@@ -62,24 +58,23 @@ pub enum RecordError {
         /// Actual length.
         len: usize,
     },
-    /// An enum symbol this version does not know.
-    #[error("{field}: unknown symbol {symbol:?}")]
-    UnknownSymbol {
-        /// Field path.
-        field: String,
-        /// The symbol.
-        symbol: String,
-    },
     /// Fields that contradict each other (e.g. `kind` entry with a null `entry`).
     #[error("inconsistent record: {0}")]
     Inconsistent(&'static str),
 }
 
+impl From<record::RecordError> for RecordError {
+    fn from(e: record::RecordError) -> Self {
+        RecordError::Schema(e.to_string())
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
-// Enums
+// Enums (serde names are the Avro symbols)
 
 /// What a `ChainRecord` carries (Avro enum `evalstream.audit.ChainRecordKind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ChainRecordKind {
     /// A chained event.
     Entry,
@@ -88,7 +83,8 @@ pub enum ChainRecordKind {
 }
 
 /// Signing state of a checkpoint (Avro enum `evalstream.audit.CheckpointStatus`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CheckpointStatus {
     /// `kid`, `signature` and `signer_kind` are set.
     Signed,
@@ -97,7 +93,8 @@ pub enum CheckpointStatus {
 }
 
 /// Outcome of verifying a range of a chain (Avro enum `evalstream.audit.VerificationStatus`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum VerificationStatus {
     /// Every hash, link, sequence number, root and signature in the range checks out.
     Ok,
@@ -113,67 +110,37 @@ pub enum VerificationStatus {
     PendingSignature,
 }
 
-/// Avro enum symbols in schema order, with their Rust values.
-trait Symbols: Sized + Copy + PartialEq + 'static {
-    const ALL: &'static [(Self, &'static str)];
-
-    fn symbol(self) -> &'static str {
-        Self::ALL.iter().find(|(v, _)| *v == self).map(|(_, s)| *s).unwrap_or("")
-    }
-
-    fn to_avro(self) -> Value {
-        let index = Self::ALL.iter().position(|(v, _)| *v == self).unwrap_or(0);
-        Value::Enum(index as u32, self.symbol().to_string())
-    }
-
-    fn from_symbol(field: &str, symbol: &str) -> Result<Self, RecordError> {
-        Self::ALL.iter().find(|(_, s)| *s == symbol).map(|(v, _)| *v).ok_or_else(|| {
-            RecordError::UnknownSymbol { field: field.to_string(), symbol: symbol.to_string() }
-        })
-    }
-}
-
-impl Symbols for ChainRecordKind {
-    const ALL: &'static [(Self, &'static str)] =
-        &[(ChainRecordKind::Entry, "entry"), (ChainRecordKind::Checkpoint, "checkpoint")];
-}
-
-impl Symbols for CheckpointStatus {
-    const ALL: &'static [(Self, &'static str)] = &[
-        (CheckpointStatus::Signed, "signed"),
-        (CheckpointStatus::PendingSignature, "pending_signature"),
-    ];
-}
-
-impl Symbols for VerificationStatus {
-    const ALL: &'static [(Self, &'static str)] = &[
-        (VerificationStatus::Ok, "ok"),
-        (VerificationStatus::HashMismatch, "hash_mismatch"),
-        (VerificationStatus::Gap, "gap"),
-        (VerificationStatus::SignatureInvalid, "signature_invalid"),
-        (VerificationStatus::UnknownSigner, "unknown_signer"),
-        (VerificationStatus::PendingSignature, "pending_signature"),
-    ];
-}
-
 impl ChainRecordKind {
     /// The Avro symbol (`entry`, `checkpoint`).
     pub fn as_str(self) -> &'static str {
-        self.symbol()
+        match self {
+            ChainRecordKind::Entry => "entry",
+            ChainRecordKind::Checkpoint => "checkpoint",
+        }
     }
 }
 
 impl CheckpointStatus {
     /// The Avro symbol (`signed`, `pending_signature`).
     pub fn as_str(self) -> &'static str {
-        self.symbol()
+        match self {
+            CheckpointStatus::Signed => "signed",
+            CheckpointStatus::PendingSignature => "pending_signature",
+        }
     }
 }
 
 impl VerificationStatus {
     /// The Avro symbol (`ok`, `hash_mismatch`, ...), also used as a metrics label.
     pub fn as_str(self) -> &'static str {
-        self.symbol()
+        match self {
+            VerificationStatus::Ok => "ok",
+            VerificationStatus::HashMismatch => "hash_mismatch",
+            VerificationStatus::Gap => "gap",
+            VerificationStatus::SignatureInvalid => "signature_invalid",
+            VerificationStatus::UnknownSigner => "unknown_signer",
+            VerificationStatus::PendingSignature => "pending_signature",
+        }
     }
 }
 
@@ -356,247 +323,112 @@ impl Checkpoint {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Avro conversion
+// Avro conversion: the schemas field for field
 
-fn null() -> Value {
-    Value::Union(0, Box::new(Value::Null))
+/// `evalstream.audit.ChainRecord` as the schema has it.
+#[derive(Serialize, Deserialize)]
+struct ChainRecordAvro {
+    partition: i32,
+    kind: ChainRecordKind,
+    entry: Option<ChainEntryAvro>,
+    checkpoint: Option<CheckpointAvro>,
 }
 
-fn some(v: Value) -> Value {
-    Value::Union(1, Box::new(v))
+impl Record for ChainRecordAvro {
+    const SCHEMA: &'static str = CHAIN_RECORD_SCHEMA;
 }
 
-fn opt<T>(v: &Option<T>, f: impl FnOnce(&T) -> Value) -> Value {
-    v.as_ref().map(|x| some(f(x))).unwrap_or_else(null)
+/// `evalstream.audit.ChainEntry`.
+#[derive(Serialize, Deserialize)]
+struct ChainEntryAvro {
+    seq: i64,
+    event_id: String,
+    event_type: String,
+    occurred_at: i64,
+    #[serde(with = "record::bytes")]
+    prev_hash: Vec<u8>,
+    #[serde(with = "record::bytes")]
+    entry_hash: Vec<u8>,
+    #[serde(with = "record::bytes")]
+    canonical: Vec<u8>,
+    source_partition: i32,
+    source_offset: i64,
 }
 
-fn long(field: &str, v: u64) -> Result<Value, RecordError> {
-    i64::try_from(v)
-        .map(Value::Long)
-        .map_err(|_| RecordError::OutOfRange { field: field.to_string(), value: v.to_string() })
+/// `evalstream.audit.Checkpoint`.
+#[derive(Serialize, Deserialize)]
+struct CheckpointAvro {
+    tree_size: i64,
+    #[serde(with = "record::bytes")]
+    root: Vec<u8>,
+    #[serde(with = "record::bytes")]
+    head_hash: Vec<u8>,
+    time_ms: i64,
+    frontier: Vec<AvroBytes>,
+    status: CheckpointStatus,
+    kid: Option<String>,
+    #[serde(with = "record::bytes_opt")]
+    signature: Option<Vec<u8>>,
+    signer_kind: Option<String>,
 }
 
-fn int(field: &str, v: u32) -> Result<Value, RecordError> {
-    i32::try_from(v)
-        .map(Value::Int)
-        .map_err(|_| RecordError::OutOfRange { field: field.to_string(), value: v.to_string() })
+/// One `bytes` item of an array.
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+struct AvroBytes(#[serde(with = "record::bytes")] Vec<u8>);
+
+/// `evalstream.audit.VerificationResult`.
+#[derive(Serialize, Deserialize)]
+struct VerificationResultAvro {
+    partition: i32,
+    from_seq: i64,
+    to_seq: i64,
+    from_offset: i64,
+    to_offset: i64,
+    status: VerificationStatus,
+    first_failing_seq: Option<i64>,
+    event_id: Option<String>,
+    offset: Option<i64>,
+    detail: String,
 }
 
-fn bytes(h: &[u8]) -> Value {
-    Value::Bytes(h.to_vec())
+impl Record for VerificationResultAvro {
+    const SCHEMA: &'static str = VERIFICATION_RESULT_SCHEMA;
 }
 
-/// The value inside any number of union wrappers.
-fn plain(v: &Value) -> &Value {
-    match v {
-        Value::Union(_, inner) => plain(inner),
-        other => other,
-    }
+/// A domain `u64` as an Avro `long`.
+fn long(field: &str, v: u64) -> Result<i64, RecordError> {
+    i64::try_from(v).map_err(|_| out_of_range(field, v))
 }
 
-/// The fields of a record value (looking through union wrappers).
-pub(crate) fn record_fields<'a>(
-    value: &'a Value,
-    what: &str,
-) -> Result<&'a [(String, Value)], RecordError> {
-    match plain(value) {
-        Value::Record(fields) => Ok(fields),
-        _ => Err(RecordError::WrongType { field: what.to_string(), expected: "record" }),
-    }
+/// A domain `u32` (partition) as an Avro `int`.
+fn int(field: &str, v: u32) -> Result<i32, RecordError> {
+    i32::try_from(v).map_err(|_| out_of_range(field, v))
 }
 
-/// Fails on the first field not in `known`.
-pub(crate) fn reject_unknown(
-    fields: &[(String, Value)],
-    known: &[&str],
-) -> Result<(), RecordError> {
-    match fields.iter().find(|(n, _)| !known.contains(&n.as_str())) {
-        Some((n, _)) => Err(RecordError::UnknownField(n.clone())),
-        None => Ok(()),
-    }
+/// An Avro `long` that must not be negative.
+fn unsigned(field: &str, v: i64) -> Result<u64, RecordError> {
+    u64::try_from(v).map_err(|_| out_of_range(field, v))
 }
 
-/// Typed access to the fields of one record value, naming fields by dotted path in errors.
-struct Fields<'a> {
-    fields: &'a [(String, Value)],
-    prefix: &'static str,
+/// An Avro `int` partition that must not be negative.
+fn partition(field: &str, v: i32) -> Result<u32, RecordError> {
+    u32::try_from(v).map_err(|_| out_of_range(field, v))
 }
 
-impl<'a> Fields<'a> {
-    fn of(value: &'a Value, what: &'static str, prefix: &'static str) -> Result<Self, RecordError> {
-        Ok(Fields { fields: record_fields(value, what)?, prefix })
-    }
-
-    fn path(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
-    }
-
-    fn wrong(&self, name: &str, expected: &'static str) -> RecordError {
-        RecordError::WrongType { field: self.path(name), expected }
-    }
-
-    fn get(&self, name: &str) -> Result<&'a Value, RecordError> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| plain(v))
-            .ok_or_else(|| RecordError::MissingField(self.path(name)))
-    }
-
-    /// `None` for an absent field or a null value.
-    fn optional(&self, name: &str) -> Option<&'a Value> {
-        match self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| plain(v)) {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v),
-        }
-    }
-
-    fn string_value(&self, name: &str, v: &Value) -> Result<String, RecordError> {
-        match v {
-            Value::String(s) => Ok(s.clone()),
-            _ => Err(self.wrong(name, "string")),
-        }
-    }
-
-    fn string(&self, name: &str) -> Result<String, RecordError> {
-        self.string_value(name, self.get(name)?)
-    }
-
-    fn opt_string(&self, name: &str) -> Result<Option<String>, RecordError> {
-        self.optional(name).map(|v| self.string_value(name, v)).transpose()
-    }
-
-    fn long_value(&self, name: &str, v: &Value) -> Result<i64, RecordError> {
-        match v {
-            Value::Long(l) | Value::TimestampMillis(l) => Ok(*l),
-            Value::Int(i) => Ok(i64::from(*i)),
-            _ => Err(self.wrong(name, "long")),
-        }
-    }
-
-    fn long(&self, name: &str) -> Result<i64, RecordError> {
-        self.long_value(name, self.get(name)?)
-    }
-
-    fn opt_long(&self, name: &str) -> Result<Option<i64>, RecordError> {
-        self.optional(name).map(|v| self.long_value(name, v)).transpose()
-    }
-
-    fn non_negative(&self, name: &str, v: i64) -> Result<u64, RecordError> {
-        u64::try_from(v)
-            .map_err(|_| RecordError::OutOfRange { field: self.path(name), value: v.to_string() })
-    }
-
-    fn unsigned_long(&self, name: &str) -> Result<u64, RecordError> {
-        self.non_negative(name, self.long(name)?)
-    }
-
-    fn opt_unsigned_long(&self, name: &str) -> Result<Option<u64>, RecordError> {
-        self.opt_long(name)?.map(|v| self.non_negative(name, v)).transpose()
-    }
-
-    fn partition(&self, name: &str) -> Result<u32, RecordError> {
-        let v = match self.get(name)? {
-            Value::Int(i) => i64::from(*i),
-            Value::Long(l) => *l,
-            _ => return Err(self.wrong(name, "int")),
-        };
-        i32::try_from(v)
-            .ok()
-            .and_then(|i| u32::try_from(i).ok())
-            .ok_or_else(|| RecordError::OutOfRange { field: self.path(name), value: v.to_string() })
-    }
-
-    fn bytes_value(&self, name: &str, v: &Value) -> Result<Vec<u8>, RecordError> {
-        match v {
-            Value::Bytes(b) | Value::Fixed(_, b) => Ok(b.clone()),
-            _ => Err(self.wrong(name, "bytes")),
-        }
-    }
-
-    fn bytes(&self, name: &str) -> Result<Vec<u8>, RecordError> {
-        self.bytes_value(name, self.get(name)?)
-    }
-
-    fn opt_bytes(&self, name: &str) -> Result<Option<Vec<u8>>, RecordError> {
-        self.optional(name).map(|v| self.bytes_value(name, v)).transpose()
-    }
-
-    fn hash_of(&self, name: &str, b: &[u8]) -> Result<Hash, RecordError> {
-        b.try_into().map_err(|_| RecordError::HashLength { field: self.path(name), len: b.len() })
-    }
-
-    fn hash(&self, name: &str) -> Result<Hash, RecordError> {
-        self.hash_of(name, &self.bytes(name)?)
-    }
-
-    fn symbol<S: Symbols>(&self, name: &str) -> Result<S, RecordError> {
-        match self.get(name)? {
-            Value::Enum(_, s) | Value::String(s) => S::from_symbol(&self.path(name), s),
-            _ => Err(self.wrong(name, "enum symbol")),
-        }
-    }
+fn hash(field: &str, b: &[u8]) -> Result<Hash, RecordError> {
+    b.try_into().map_err(|_| RecordError::HashLength { field: field.to_string(), len: b.len() })
 }
 
-/// `occurred_at` / `time_ms` style field: `timestamp-millis`.
-fn millis(v: i64) -> Value {
-    Value::TimestampMillis(v)
+fn out_of_range(field: &str, v: impl ToString) -> RecordError {
+    RecordError::OutOfRange { field: field.to_string(), value: v.to_string() }
 }
-
-/// Reads a string field of a record value (used by `chain` for `AuditEvent`).
-pub(crate) fn get_string(fields: &[(String, Value)], name: &str) -> Result<String, RecordError> {
-    Fields { fields, prefix: "" }.string(name)
-}
-
-/// Reads a long / timestamp field of a record value (used by `chain` for `AuditEvent`).
-pub(crate) fn get_long(fields: &[(String, Value)], name: &str) -> Result<i64, RecordError> {
-    Fields { fields, prefix: "" }.long(name)
-}
-
-const CHAIN_RECORD_FIELDS: [&str; 4] = ["partition", "kind", "entry", "checkpoint"];
-const ENTRY_FIELDS: [&str; 9] = [
-    "seq",
-    "event_id",
-    "event_type",
-    "occurred_at",
-    "prev_hash",
-    "entry_hash",
-    "canonical",
-    "source_partition",
-    "source_offset",
-];
-const CHECKPOINT_FIELDS: [&str; 9] = [
-    "tree_size",
-    "root",
-    "head_hash",
-    "time_ms",
-    "frontier",
-    "status",
-    "kid",
-    "signature",
-    "signer_kind",
-];
-const VERIFICATION_FIELDS: [&str; 10] = [
-    "partition",
-    "from_seq",
-    "to_seq",
-    "from_offset",
-    "to_offset",
-    "status",
-    "first_failing_seq",
-    "event_id",
-    "offset",
-    "detail",
-];
 
 impl ChainRecord {
     /// Decodes one `audit.chain` record value (wire bytes) with the runtime's codec.
     pub fn decode(codec: &evalstream_runtime::codec::Codec, value: &[u8]) -> Result<Self, String> {
-        let d = codec.decode(value).map_err(|e| e.to_string())?;
-        if d.schema_name != CHAIN_RECORD_SCHEMA {
-            return Err(format!("expected {CHAIN_RECORD_SCHEMA}, got {}", d.schema_name));
-        }
-        ChainRecord::from_avro(&d.value).map_err(|e| e.to_string())
+        let wire: ChainRecordAvro = codec.decode_record(value).map_err(|e| e.to_string())?;
+        ChainRecord::from_wire(wire).map_err(|e| e.to_string())
     }
 
     /// Whether this is an entry or a checkpoint.
@@ -607,35 +439,39 @@ impl ChainRecord {
         }
     }
 
-    /// The Avro value of `evalstream.audit.ChainRecord`, fields in schema order. Fails only for
-    /// numbers that do not fit their Avro type (a partition above `i32::MAX`, a sequence number
-    /// or tree size above `i64::MAX`).
+    /// The Avro value of `evalstream.audit.ChainRecord` as serde writes it (fields in schema
+    /// order, optional fields bare, enums as symbols): what [`evalstream_runtime::codec::Codec`]
+    /// encodes, which conforms it to the schema on the way. A writer that does not conform
+    /// (apache-avro's object container writer) needs `SchemaStore::conform` first. Fails only
+    /// for numbers that do not fit their Avro type (a partition above `i32::MAX`, a sequence
+    /// number or tree size above `i64::MAX`).
     pub fn to_avro(&self) -> Result<Value, RecordError> {
         let (entry, checkpoint) = match &self.body {
-            ChainRecordBody::Entry(e) => (some(e.to_avro()?), null()),
-            ChainRecordBody::Checkpoint(c) => (null(), some(c.to_avro()?)),
+            ChainRecordBody::Entry(e) => (Some(e.to_wire()?), None),
+            ChainRecordBody::Checkpoint(c) => (None, Some(c.to_wire()?)),
         };
-        Ok(Value::Record(vec![
-            ("partition".into(), int("partition", self.partition)?),
-            ("kind".into(), self.kind().to_avro()),
-            ("entry".into(), entry),
-            ("checkpoint".into(), checkpoint),
-        ]))
+        let wire = ChainRecordAvro {
+            partition: int("partition", self.partition)?,
+            kind: self.kind(),
+            entry,
+            checkpoint,
+        };
+        Ok(record::to_avro(&wire)?)
     }
 
     /// Reads an `evalstream.audit.ChainRecord` value; `kind` must agree with which of `entry`
     /// and `checkpoint` is set.
     pub fn from_avro(value: &Value) -> Result<ChainRecord, RecordError> {
-        let f = Fields::of(value, CHAIN_RECORD_SCHEMA, "")?;
-        reject_unknown(f.fields, &CHAIN_RECORD_FIELDS)?;
-        let partition = f.partition("partition")?;
-        let kind: ChainRecordKind = f.symbol("kind")?;
-        let body = match (kind, f.optional("entry"), f.optional("checkpoint")) {
+        ChainRecord::from_wire(record::from_any_avro(value)?)
+    }
+
+    fn from_wire(w: ChainRecordAvro) -> Result<ChainRecord, RecordError> {
+        let body = match (w.kind, w.entry, w.checkpoint) {
             (ChainRecordKind::Entry, Some(e), None) => {
-                ChainRecordBody::Entry(ChainEntry::from_avro(e)?)
+                ChainRecordBody::Entry(ChainEntry::from_wire(e)?)
             }
             (ChainRecordKind::Checkpoint, None, Some(c)) => {
-                ChainRecordBody::Checkpoint(Checkpoint::from_avro(c)?)
+                ChainRecordBody::Checkpoint(Checkpoint::from_wire(c)?)
             }
             _ => {
                 return Err(RecordError::Inconsistent(
@@ -643,125 +479,115 @@ impl ChainRecord {
                 ))
             }
         };
-        Ok(ChainRecord { partition, body })
+        Ok(ChainRecord { partition: partition("partition", w.partition)?, body })
     }
 }
 
 impl ChainEntry {
-    /// The Avro value of `evalstream.audit.ChainEntry`, fields in schema order.
-    pub fn to_avro(&self) -> Result<Value, RecordError> {
-        Ok(Value::Record(vec![
-            ("seq".into(), long("entry.seq", self.seq)?),
-            ("event_id".into(), Value::String(self.event_id.clone())),
-            ("event_type".into(), Value::String(self.event_type.clone())),
-            ("occurred_at".into(), millis(self.occurred_at)),
-            ("prev_hash".into(), bytes(&self.prev_hash)),
-            ("entry_hash".into(), bytes(&self.entry_hash)),
-            ("canonical".into(), bytes(&self.canonical)),
-            ("source_partition".into(), int("entry.source_partition", self.source_partition)?),
-            ("source_offset".into(), Value::Long(self.source_offset)),
-        ]))
+    fn to_wire(&self) -> Result<ChainEntryAvro, RecordError> {
+        Ok(ChainEntryAvro {
+            seq: long("entry.seq", self.seq)?,
+            event_id: self.event_id.clone(),
+            event_type: self.event_type.clone(),
+            occurred_at: self.occurred_at,
+            prev_hash: self.prev_hash.to_vec(),
+            entry_hash: self.entry_hash.to_vec(),
+            canonical: self.canonical.clone(),
+            source_partition: int("entry.source_partition", self.source_partition)?,
+            source_offset: self.source_offset,
+        })
     }
 
-    /// Reads an `evalstream.audit.ChainEntry` value.
-    pub fn from_avro(value: &Value) -> Result<ChainEntry, RecordError> {
-        let f = Fields::of(value, "entry", "entry.")?;
-        reject_unknown(f.fields, &ENTRY_FIELDS)?;
+    fn from_wire(w: ChainEntryAvro) -> Result<ChainEntry, RecordError> {
         Ok(ChainEntry {
-            seq: f.unsigned_long("seq")?,
-            event_id: f.string("event_id")?,
-            event_type: f.string("event_type")?,
-            occurred_at: f.long("occurred_at")?,
-            prev_hash: f.hash("prev_hash")?,
-            entry_hash: f.hash("entry_hash")?,
-            canonical: f.bytes("canonical")?,
-            source_partition: f.partition("source_partition")?,
-            source_offset: f.long("source_offset")?,
+            seq: unsigned("entry.seq", w.seq)?,
+            event_id: w.event_id,
+            event_type: w.event_type,
+            occurred_at: w.occurred_at,
+            prev_hash: hash("entry.prev_hash", &w.prev_hash)?,
+            entry_hash: hash("entry.entry_hash", &w.entry_hash)?,
+            canonical: w.canonical,
+            source_partition: partition("entry.source_partition", w.source_partition)?,
+            source_offset: w.source_offset,
         })
     }
 }
 
 impl Checkpoint {
-    /// The Avro value of `evalstream.audit.Checkpoint`, fields in schema order.
-    pub fn to_avro(&self) -> Result<Value, RecordError> {
-        Ok(Value::Record(vec![
-            ("tree_size".into(), long("checkpoint.tree_size", self.tree_size)?),
-            ("root".into(), bytes(&self.root)),
-            ("head_hash".into(), bytes(&self.head_hash)),
-            ("time_ms".into(), millis(self.time_ms)),
-            ("frontier".into(), Value::Array(self.frontier.iter().map(|h| bytes(h)).collect())),
-            ("status".into(), self.status.to_avro()),
-            ("kid".into(), opt(&self.kid, |k| Value::String(k.clone()))),
-            ("signature".into(), opt(&self.signature, |s| bytes(s))),
-            ("signer_kind".into(), opt(&self.signer_kind, |k| Value::String(k.clone()))),
-        ]))
+    fn to_wire(&self) -> Result<CheckpointAvro, RecordError> {
+        Ok(CheckpointAvro {
+            tree_size: long("checkpoint.tree_size", self.tree_size)?,
+            root: self.root.to_vec(),
+            head_hash: self.head_hash.to_vec(),
+            time_ms: self.time_ms,
+            frontier: self.frontier.iter().map(|h| AvroBytes(h.to_vec())).collect(),
+            status: self.status,
+            kid: self.kid.clone(),
+            signature: self.signature.clone(),
+            signer_kind: self.signer_kind.clone(),
+        })
     }
 
-    /// Reads an `evalstream.audit.Checkpoint` value. Whether the frontier matches the root and
-    /// whether a signed checkpoint really has its signature fields is for the verifier to judge
-    /// (see [`Checkpoint::compact_range`]), not a decoding error.
-    pub fn from_avro(value: &Value) -> Result<Checkpoint, RecordError> {
-        let f = Fields::of(value, "checkpoint", "checkpoint.")?;
-        reject_unknown(f.fields, &CHECKPOINT_FIELDS)?;
-        let frontier = match f.get("frontier")? {
-            Value::Array(items) => items
-                .iter()
-                .map(|item| f.hash_of("frontier", &f.bytes_value("frontier", plain(item))?))
-                .collect::<Result<Vec<Hash>, RecordError>>()?,
-            _ => return Err(f.wrong("frontier", "array of bytes")),
-        };
+    /// Whether the frontier matches the root and whether a signed checkpoint really has its
+    /// signature fields is for the verifier to judge (see [`Checkpoint::compact_range`]), not a
+    /// decoding error.
+    fn from_wire(w: CheckpointAvro) -> Result<Checkpoint, RecordError> {
         Ok(Checkpoint {
-            tree_size: f.unsigned_long("tree_size")?,
-            root: f.hash("root")?,
-            head_hash: f.hash("head_hash")?,
-            time_ms: f.long("time_ms")?,
-            frontier,
-            status: f.symbol("status")?,
-            kid: f.opt_string("kid")?,
-            signature: f.opt_bytes("signature")?,
-            signer_kind: f.opt_string("signer_kind")?,
+            tree_size: unsigned("checkpoint.tree_size", w.tree_size)?,
+            root: hash("checkpoint.root", &w.root)?,
+            head_hash: hash("checkpoint.head_hash", &w.head_hash)?,
+            time_ms: w.time_ms,
+            frontier: w
+                .frontier
+                .iter()
+                .map(|h| hash("checkpoint.frontier", &h.0))
+                .collect::<Result<_, _>>()?,
+            status: w.status,
+            kid: w.kid,
+            signature: w.signature,
+            signer_kind: w.signer_kind,
         })
     }
 }
 
 impl VerificationResult {
-    /// The Avro value of `evalstream.audit.VerificationResult`, fields in schema order.
+    /// The Avro value of `evalstream.audit.VerificationResult`, as [`ChainRecord::to_avro`].
     pub fn to_avro(&self) -> Result<Value, RecordError> {
-        Ok(Value::Record(vec![
-            ("partition".into(), int("partition", self.partition)?),
-            ("from_seq".into(), long("from_seq", self.from_seq)?),
-            ("to_seq".into(), long("to_seq", self.to_seq)?),
-            ("from_offset".into(), Value::Long(self.from_offset)),
-            ("to_offset".into(), Value::Long(self.to_offset)),
-            ("status".into(), self.status.to_avro()),
-            (
-                "first_failing_seq".into(),
-                match self.first_failing_seq {
-                    None => null(),
-                    Some(s) => some(long("first_failing_seq", s)?),
-                },
-            ),
-            ("event_id".into(), opt(&self.event_id, |e| Value::String(e.clone()))),
-            ("offset".into(), opt(&self.offset, |o| Value::Long(*o))),
-            ("detail".into(), Value::String(self.detail.clone())),
-        ]))
+        let wire = VerificationResultAvro {
+            partition: int("partition", self.partition)?,
+            from_seq: long("from_seq", self.from_seq)?,
+            to_seq: long("to_seq", self.to_seq)?,
+            from_offset: self.from_offset,
+            to_offset: self.to_offset,
+            status: self.status,
+            first_failing_seq: self
+                .first_failing_seq
+                .map(|s| long("first_failing_seq", s))
+                .transpose()?,
+            event_id: self.event_id.clone(),
+            offset: self.offset,
+            detail: self.detail.clone(),
+        };
+        Ok(record::to_avro(&wire)?)
     }
 
     /// Reads an `evalstream.audit.VerificationResult` value.
     pub fn from_avro(value: &Value) -> Result<VerificationResult, RecordError> {
-        let f = Fields::of(value, VERIFICATION_RESULT_SCHEMA, "")?;
-        reject_unknown(f.fields, &VERIFICATION_FIELDS)?;
+        let w: VerificationResultAvro = record::from_any_avro(value)?;
         Ok(VerificationResult {
-            partition: f.partition("partition")?,
-            from_seq: f.unsigned_long("from_seq")?,
-            to_seq: f.unsigned_long("to_seq")?,
-            from_offset: f.long("from_offset")?,
-            to_offset: f.long("to_offset")?,
-            status: f.symbol("status")?,
-            first_failing_seq: f.opt_unsigned_long("first_failing_seq")?,
-            event_id: f.opt_string("event_id")?,
-            offset: f.opt_long("offset")?,
-            detail: f.string("detail")?,
+            partition: partition("partition", w.partition)?,
+            from_seq: unsigned("from_seq", w.from_seq)?,
+            to_seq: unsigned("to_seq", w.to_seq)?,
+            from_offset: w.from_offset,
+            to_offset: w.to_offset,
+            status: w.status,
+            first_failing_seq: w
+                .first_failing_seq
+                .map(|s| unsigned("first_failing_seq", s))
+                .transpose()?,
+            event_id: w.event_id,
+            offset: w.offset,
+            detail: w.detail,
         })
     }
 }
@@ -771,16 +597,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn symbols_round_trip() {
-        for &(v, s) in VerificationStatus::ALL {
-            assert_eq!(v.as_str(), s);
-            assert_eq!(VerificationStatus::from_symbol("status", s).unwrap(), v);
+    fn enum_names_are_the_avro_symbols() {
+        use VerificationStatus::*;
+        for s in [Ok, HashMismatch, Gap, SignatureInvalid, UnknownSigner, PendingSignature] {
+            assert_eq!(record::to_avro(&s).unwrap(), Value::String(s.as_str().into()));
+            assert_eq!(
+                record::from_avro::<VerificationStatus>(&Value::Enum(0, s.as_str().into()))
+                    .unwrap(),
+                s
+            );
         }
-        assert!(CheckpointStatus::from_symbol("status", "bogus").is_err());
-        assert_eq!(
-            CheckpointStatus::PendingSignature.to_avro(),
-            Value::Enum(1, "pending_signature".into())
-        );
+        for s in [CheckpointStatus::Signed, CheckpointStatus::PendingSignature] {
+            assert_eq!(record::to_avro(&s).unwrap(), Value::String(s.as_str().into()));
+        }
+        for k in [ChainRecordKind::Entry, ChainRecordKind::Checkpoint] {
+            assert_eq!(record::to_avro(&k).unwrap(), Value::String(k.as_str().into()));
+        }
+        assert!(record::from_avro::<CheckpointStatus>(&Value::String("bogus".into())).is_err());
     }
 
     #[test]
@@ -796,7 +629,10 @@ mod tests {
             source_partition: 0,
             source_offset: 0,
         };
-        assert!(matches!(e.to_avro(), Err(RecordError::OutOfRange { .. })));
+        let r = ChainRecord { partition: 0, body: ChainRecordBody::Entry(e.clone()) };
+        assert!(
+            matches!(r.to_avro(), Err(RecordError::OutOfRange { field, .. }) if field == "entry.seq")
+        );
         let r = ChainRecord {
             partition: u32::MAX,
             body: ChainRecordBody::Entry(ChainEntry { seq: 0, ..e }),

@@ -20,8 +20,8 @@ use crate::records::{
     ChainEntry, ChainRecord, ChainRecordBody, Checkpoint, CheckpointStatus, VerificationResult,
     VerificationStatus,
 };
-use crate::registry::Registry;
 use crate::signer::ALGORITHM_ECDSA_P256_SHA256;
+use crate::trust::SignerRegistry;
 
 /// Roots of pending checkpoints remembered for their late-signed copies.
 const MAX_PENDING_ROOTS: usize = 4096;
@@ -132,7 +132,7 @@ impl ChainVerifier {
         &mut self,
         offset: i64,
         record: &ChainRecord,
-        registry: Option<&Registry>,
+        registry: Option<&SignerRegistry>,
     ) -> Vec<VerificationResult> {
         let mut out = Vec::new();
         if record.partition != self.partition {
@@ -229,7 +229,7 @@ impl ChainVerifier {
         out: &mut Vec<VerificationResult>,
         offset: i64,
         c: &Checkpoint,
-        registry: Option<&Registry>,
+        registry: Option<&SignerRegistry>,
     ) {
         // A late-signed copy of an earlier pending checkpoint.
         if c.tree_size < self.next_seq
@@ -342,7 +342,7 @@ impl ChainVerifier {
     fn signature_status(
         &self,
         c: &Checkpoint,
-        registry: Option<&Registry>,
+        registry: Option<&SignerRegistry>,
     ) -> (VerificationStatus, String) {
         let (Some(kid), Some(sig)) = (&c.kid, &c.signature) else {
             return (

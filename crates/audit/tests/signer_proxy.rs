@@ -9,12 +9,11 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use evalstream_audit::signer::{
     build_signer, verify_signature, ProxyConfig, ProxySigner, SignError, Signer, SignerConfig,
     SignerKind, SignerSetupError, ALGORITHM_ECDSA_P256_SHA256,
 };
+use evalstream_runtime::b64;
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::{EncodePublicKey, LineEnding};
@@ -137,10 +136,10 @@ fn serve(
         let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         seen.lock().unwrap().sign_body = Some(request.clone());
         let message =
-            BASE64.decode(request["message_b64"].as_str().unwrap_or("")).unwrap_or_default();
+            b64::decode(request["message_b64"].as_str().unwrap_or("")).unwrap_or_default();
         let sign = |bytes: &[u8]| {
             let signature: Signature = key.sign(bytes);
-            BASE64.encode(signature.to_der().as_bytes())
+            b64::encode(signature.to_der().as_bytes())
         };
         match mode {
             Mode::Good => (200, json!({"kid": kid, "signature_b64": sign(&message)}).to_string()),
@@ -190,7 +189,7 @@ fn signs_through_the_contract_and_the_signature_verifies() {
     let body = seen.sign_body.unwrap();
     assert_eq!(body["kid"], double.kid);
     assert_eq!(body["algorithm"], ALGORITHM_ECDSA_P256_SHA256);
-    assert_eq!(BASE64.decode(body["message_b64"].as_str().unwrap()).unwrap(), message);
+    assert_eq!(b64::decode(body["message_b64"].as_str().unwrap()).unwrap(), message);
     signer.check().unwrap();
 }
 

@@ -10,7 +10,6 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use base64::Engine as _;
 use evalstream_audit::canonical::canonicalize_str;
 use evalstream_audit::chain::{
     genesis_hash, AuditEventJson, ChainHead, ENTRY_TAG, GENESIS_TAG, MAX_OCCURRED_AT_MS,
@@ -20,6 +19,7 @@ use evalstream_audit::merkle::{
     consistency_proof, inclusion_proof, root, verify_consistency, verify_inclusion, CompactRange,
     Hash, EMPTY_ROOT, LEAF_PREFIX, NODE_PREFIX,
 };
+use evalstream_runtime::b64;
 use serde_json::{json, Value};
 
 const VECTORS: &str = "test/vectors/audit_canonical_vectors.json";
@@ -237,7 +237,7 @@ fn generate() -> Value {
                 "partition": partition,
                 "tree_size": range.size(),
                 "root": hx(&r),
-                "root_base64": base64::engine::general_purpose::STANDARD.encode(r),
+                "root_base64": b64::encode(&r),
                 "head_hash": hx(&head),
                 "time_ms": time_ms,
                 "frontier": range.hashes().iter().map(hx).collect::<Vec<_>>(),

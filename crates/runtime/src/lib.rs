@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod b64;
 pub mod codec;
 pub mod config;
 pub mod engine;
@@ -33,6 +34,10 @@ pub mod ops;
 pub mod processor;
 pub mod progress;
 pub mod reader;
+pub mod readiness;
+pub mod record;
 pub mod state;
 pub mod telemetry;
+pub mod testkit;
+pub mod time;
 pub mod topology;

@@ -30,12 +30,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::encoding::{text, EncodeLabelSet};
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
+
+/// The handle types [`Metrics::counter`] and [`Metrics::gauge`] return, re-exported so that
+/// processors and the binary can hold them without depending on `prometheus-client` themselves.
+pub use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 
 /// The HTTP `Content-Type` of [`Metrics::encode`]'s output. `prometheus-client` encodes the
 /// OpenMetrics 1.0 text format (not the older `text/plain; version=0.0.4`), and Prometheus picks
@@ -56,7 +58,7 @@ pub const COMMIT_LATENCY_BUCKETS: [f64; 13] =
 /// Names of the runtime's metric families without the [`PREFIX`] and without the `_total` suffix
 /// the encoder adds to counters. Kept in one place so that processor-registered names can be
 /// checked against them.
-const BUILTIN_FAMILIES: [&str; 12] = [
+const BUILTIN_FAMILIES: [&str; 14] = [
     "records_in",
     "records_out",
     "records_dead_lettered",
@@ -69,6 +71,8 @@ const BUILTIN_FAMILIES: [&str; 12] = [
     "build_info",
     "faults_injected",
     "restores",
+    "ready",
+    "mode",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -104,6 +108,11 @@ struct PointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -114,6 +123,8 @@ struct BuildLabels {
 enum Custom {
     Counter(Counter),
     Gauge(Gauge),
+    CounterVec(CounterVec),
+    GaugeVec(GaugeVec),
 }
 
 impl Custom {
@@ -121,7 +132,73 @@ impl Custom {
         match self {
             Custom::Counter(_) => "counter",
             Custom::Gauge(_) => "gauge",
+            Custom::CounterVec(_) => "labelled counter",
+            Custom::GaugeVec(_) => "labelled gauge",
         }
+    }
+
+    /// Label names of a labelled family (empty for plain metrics).
+    fn labels(&self) -> &'static [&'static str] {
+        match self {
+            Custom::CounterVec(c) => c.labels,
+            Custom::GaugeVec(g) => g.labels,
+            _ => &[],
+        }
+    }
+}
+
+/// Label values of a processor family, paired with its fixed label names.
+type LabelValues = Vec<(String, String)>;
+
+fn label_pairs(names: &'static [&'static str], values: &[&str]) -> LabelValues {
+    debug_assert_eq!(names.len(), values.len(), "label values for {names:?}");
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let v = values.get(i).copied().unwrap_or("");
+            ((*n).to_owned(), escape_label_value(v).into_owned())
+        })
+        .collect()
+}
+
+/// A processor-owned counter family with a fixed list of label names (e.g. `outcome`), from
+/// [`Metrics::counter_vec`]. Callers pass label *values from a small vocabulary*: the label names
+/// are fixed at registration, so a call site cannot add a dimension.
+#[derive(Debug, Clone)]
+pub struct CounterVec {
+    labels: &'static [&'static str],
+    family: Family<LabelValues, Counter>,
+}
+
+impl CounterVec {
+    /// The counter for these label values, in the order of the registered label names.
+    pub fn with(&self, values: &[&str]) -> Counter {
+        self.family.get_or_create(&label_pairs(self.labels, values)).clone()
+    }
+
+    /// Adds one to the counter for these label values.
+    pub fn inc(&self, values: &[&str]) {
+        self.with(values).inc();
+    }
+}
+
+/// A processor-owned gauge family with fixed label names, from [`Metrics::gauge_vec`].
+#[derive(Debug, Clone)]
+pub struct GaugeVec {
+    labels: &'static [&'static str],
+    family: Family<LabelValues, Gauge>,
+}
+
+impl GaugeVec {
+    /// The gauge for these label values, in the order of the registered label names.
+    pub fn with(&self, values: &[&str]) -> Gauge {
+        self.family.get_or_create(&label_pairs(self.labels, values)).clone()
+    }
+
+    /// Sets the gauge for these label values.
+    pub fn set(&self, values: &[&str], value: i64) {
+        self.with(values).set(value);
     }
 }
 
@@ -151,7 +228,17 @@ pub struct Metrics {
     rebalances: Family<KindLabels, Counter>,
     faults_injected: Family<PointLabels, Counter>,
     restores: Family<ReasonLabels, Counter>,
+    ready: Gauge,
+    mode: Family<ModeLabels, Gauge>,
+    /// The mode last set to 1, so that a switch sets it back to 0 (also for a mode outside
+    /// [`KNOWN_MODES`]).
+    current_mode: Mutex<Option<String>>,
 }
+
+/// The modes whose `evalstream_mode` series exist from the start (at 0 until current), so that
+/// `evalstream_mode{mode="read-only"} == 0` is an answer rather than an absent series.
+const KNOWN_MODES: [crate::config::Mode; 2] =
+    [crate::config::Mode::Normal, crate::config::Mode::ReadOnly];
 
 impl Metrics {
     /// Creates the registry for one processor; every series it exposes carries
@@ -175,7 +262,13 @@ impl Metrics {
             rebalances: Family::default(),
             faults_injected: Family::default(),
             restores: Family::default(),
+            ready: Gauge::default(),
+            mode: Family::default(),
+            current_mode: Mutex::new(None),
         };
+        for known in KNOWN_MODES {
+            m.mode.get_or_create(&ModeLabels { mode: known.as_str().to_owned() }).set(0);
+        }
 
         let rt = registry.sub_registry_with_prefix(PREFIX);
         rt.register(
@@ -233,6 +326,16 @@ impl Metrics {
             "faults_injected",
             "Faults injected by EVALSTREAM_FAIL_AT (tests only; always absent in production), by point",
             m.faults_injected.clone(),
+        );
+        rt.register(
+            "ready",
+            "1 when the instance is ready (GET /ready answers 200), else 0; mirrors /ready",
+            m.ready.clone(),
+        );
+        rt.register(
+            "mode",
+            "1 for the instance's current operating mode (normal, read-only), 0 for the others",
+            m.mode.clone(),
         );
         rt.register(
             "build",
@@ -339,6 +442,28 @@ impl Metrics {
         self.consumer_lag.clear();
     }
 
+    /// Sets `evalstream_ready` (1 ready, 0 not). [`crate::ops::Health`] calls it whenever its
+    /// state changes, from the same evaluation that `/ready` answers with, so that an alert on
+    /// the gauge and a probe of `/ready` never disagree.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// Sets `evalstream_mode{mode}` to 1 for `mode` and to 0 for the mode that was current
+    /// before (the known modes are always exposed, at 0 unless current).
+    pub fn set_mode(&self, mode: &str) {
+        let mut current = self.current_mode.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.as_deref() == Some(mode) {
+            return;
+        }
+        if let Some(previous) = current.take() {
+            self.mode.get_or_create(&ModeLabels { mode: previous }).set(0);
+        }
+        let label = escape_label_value(mode).into_owned();
+        self.mode.get_or_create(&ModeLabels { mode: label.clone() }).set(1);
+        *current = Some(label);
+    }
+
     /// A processor-owned counter, registered once under `name` and shared by every caller that
     /// asks for the same name (so a processor can fetch its handle wherever it is convenient).
     ///
@@ -367,6 +492,41 @@ impl Metrics {
         }
     }
 
+    /// A processor-owned counter family with the label names `labels` (besides `processor`),
+    /// registered once under `name` with the naming and conflict rules of [`Metrics::counter`].
+    /// Registering the same name with other label names is a conflict (logged, detached).
+    ///
+    /// ```
+    /// # let m = evalstream_runtime::metrics::Metrics::new("submissions");
+    /// let submissions = m.counter_vec("eval_engine.eval_submissions_total", "Submissions", &["outcome"]);
+    /// submissions.inc(&["accepted"]);
+    /// assert!(m.encode().contains(r#"eval_engine_eval_submissions_total{processor="submissions",outcome="accepted"} 1"#));
+    /// ```
+    pub fn counter_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &'static [&'static str],
+    ) -> CounterVec {
+        let family = family_name(name, true);
+        let make = || Custom::CounterVec(CounterVec { labels, family: Family::default() });
+        match self.register_custom(&family, help, make) {
+            Some(Custom::CounterVec(c)) => c,
+            _ => CounterVec { labels, family: Family::default() },
+        }
+    }
+
+    /// A processor-owned gauge family with the label names `labels`, like
+    /// [`Metrics::counter_vec`].
+    pub fn gauge_vec(&self, name: &str, help: &str, labels: &'static [&'static str]) -> GaugeVec {
+        let family = family_name(name, false);
+        let make = || Custom::GaugeVec(GaugeVec { labels, family: Family::default() });
+        match self.register_custom(&family, help, make) {
+            Some(Custom::GaugeVec(g)) => g,
+            _ => GaugeVec { labels, family: Family::default() },
+        }
+    }
+
     /// Registers `make()` under `family` unless the name is taken; returns the registered metric
     /// (new or existing), or `None` when the name conflicts with another kind or a runtime metric.
     fn register_custom(
@@ -389,7 +549,7 @@ impl Metrics {
         }
         let mut inner = self.lock();
         if let Some(existing) = inner.custom.get(family) {
-            if existing.kind() == wanted.kind() {
+            if existing.kind() == wanted.kind() && existing.labels() == wanted.labels() {
                 return Some(existing.clone());
             }
             tracing::error!(
@@ -404,6 +564,8 @@ impl Metrics {
         match &wanted {
             Custom::Counter(c) => inner.registry.register(family, help, c.clone()),
             Custom::Gauge(g) => inner.registry.register(family, help, g.clone()),
+            Custom::CounterVec(c) => inner.registry.register(family, help, c.family.clone()),
+            Custom::GaugeVec(g) => inner.registry.register(family, help, g.family.clone()),
         }
         inner.custom.insert(family.to_owned(), wanted.clone());
         Some(wanted)
@@ -547,6 +709,34 @@ mod tests {
     }
 
     #[test]
+    fn ready_and_mode_gauges() {
+        let m = Metrics::new("p");
+        let t = m.encode();
+        assert_eq!(sample(&t, r#"evalstream_ready{processor="p"}"#), Some(0.0), "{t}");
+        assert_eq!(sample(&t, r#"evalstream_mode{processor="p",mode="normal"}"#), Some(0.0));
+        assert_eq!(sample(&t, r#"evalstream_mode{processor="p",mode="read-only"}"#), Some(0.0));
+
+        m.set_ready(true);
+        m.set_mode("normal");
+        let t = m.encode();
+        assert_eq!(sample(&t, r#"evalstream_ready{processor="p"}"#), Some(1.0), "{t}");
+        assert_eq!(sample(&t, r#"evalstream_mode{processor="p",mode="normal"}"#), Some(1.0));
+        assert_eq!(sample(&t, r#"evalstream_mode{processor="p",mode="read-only"}"#), Some(0.0));
+
+        m.set_mode("read-only");
+        m.set_mode("read-only");
+        let t = m.encode();
+        assert_eq!(sample(&t, r#"evalstream_mode{processor="p",mode="normal"}"#), Some(0.0));
+        assert_eq!(sample(&t, r#"evalstream_mode{processor="p",mode="read-only"}"#), Some(1.0));
+        assert_eq!(t.matches("evalstream_mode{").count(), 2, "{t}");
+        assert!(t.contains("# TYPE evalstream_ready gauge"), "{t}");
+
+        // A processor cannot shadow them.
+        m.gauge("evalstream_ready", "shadow").set(5);
+        assert_eq!(sample(&m.encode(), r#"evalstream_ready{processor="p"}"#), Some(1.0));
+    }
+
+    #[test]
     fn commit_latency_buckets_span_1ms_to_10s() {
         let m = Metrics::new("p");
         m.txn_committed(Duration::from_micros(500)); // below the first bucket
@@ -639,6 +829,60 @@ mod tests {
             "{t}"
         );
         assert_eq!(sample(&t, r#"audit_signer_configured{processor="eval-engine"}"#), Some(1.0));
+    }
+
+    #[test]
+    fn labelled_processor_metrics_have_fixed_label_names() {
+        let m = Metrics::new("policy");
+        let denials = m.counter_vec(
+            "eval_engine.promotion_policy_denials_total",
+            "Denials",
+            &["subject_kind", "policy_version", "reason"],
+        );
+        denials.inc(&["promotion", "v7", "toxicity"]);
+        denials.with(&["promotion", "v7", "toxicity"]).inc();
+        let again = m.counter_vec(
+            "eval_engine_promotion_policy_denials",
+            "again",
+            &["subject_kind", "policy_version", "reason"],
+        );
+        again.inc(&["allocation", "v\"8", "x"]);
+        let pending =
+            m.gauge_vec("eval_engine.policy_pending_requests", "Pending", &["subject_kind"]);
+        pending.set(&["promotion"], 3);
+        pending.set(&["promotion"], 2);
+        let t = m.encode();
+        assert_eq!(
+            sample(
+                &t,
+                r#"eval_engine_promotion_policy_denials_total{processor="policy",subject_kind="promotion",policy_version="v7",reason="toxicity"}"#
+            ),
+            Some(2.0),
+            "{t}"
+        );
+        assert_eq!(
+            sample(
+                &t,
+                r#"eval_engine_promotion_policy_denials_total{processor="policy",subject_kind="allocation",policy_version="v\"8",reason="x"}"#
+            ),
+            Some(1.0),
+            "{t}"
+        );
+        assert_eq!(
+            sample(
+                &t,
+                r#"eval_engine_policy_pending_requests{processor="policy",subject_kind="promotion"}"#
+            ),
+            Some(2.0)
+        );
+        // Other label names under the same family: detached, the original stays exposed.
+        let other = m.counter_vec("eval_engine.promotion_policy_denials", "x", &["reason"]);
+        other.inc(&["y"]);
+        assert!(!m.encode().contains(r#"reason="y""#));
+        assert_eq!(
+            m.encode().matches("# TYPE eval_engine_promotion_policy_denials counter").count(),
+            1
+        );
     }
 
     #[test]

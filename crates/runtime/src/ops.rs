@@ -17,8 +17,20 @@
 //!
 //! `/ready` answers "is this instance doing its job right now?". It is 200 only when
 //! Kafka is reachable, the instance has received its assignment, no state restore is in progress,
-//! every registered dependency is ok, and the loop has not stopped. Anything else is 503 with
+//! every *gating* dependency is ok, and the loop has not stopped. Anything else is 503 with
 //! `reasons` saying why.
+//!
+//! *Gating and reported dependencies.* A dependency without which the instance cannot process its
+//! inputs at all (the schema registry, when one is configured) gates readiness. A dependency whose
+//! outage the instance rides out while still doing its job is only *reported*: its check is in the
+//! body and in `warnings`, but `ready` stays true. The audit chain keeps hashing and leaves
+//! checkpoints `pending_signature` while KMS is down; the policy gate keeps failing closed while
+//! SentinelNet is silent; settlement keeps its allocations in `pending_finance` while Finance is
+//! silent. Making those instances not-ready would change nothing Kubernetes can act on (no traffic
+//! is routed to them; restarting is liveness' business, and would not help), but it would stall a
+//! StatefulSet rollout — including the one that carries the runbook's fix, such as setting
+//! `SIGNING_PROXY_URL` — and page twice for one cause. Their own alerts page instead
+//! (deploy/prometheus/alerts.yml). `docs/operations.md#readiness` has the table.
 //!
 //! *Zero partitions is ready.* A group with more members than partitions leaves some members with
 //! nothing to do. They are healthy standbys that take over on the next rebalance; if they reported
@@ -33,6 +45,13 @@
 //!
 //! The processors receive no traffic through a Kubernetes Service, so readiness only gates
 //! rollouts and alerts; that is what the choices above optimise for.
+//!
+//! # The same answer on `/metrics`
+//!
+//! A [`Health`] made with [`Health::with_metrics`] mirrors its verdict into `evalstream_ready`
+//! (0/1) and `evalstream_mode{mode}` on every change, computed by the same function that answers
+//! `/ready` and under the same lock, so the alert on the gauge (deploy/prometheus/alerts.yml) and
+//! the kubelet's probe can never disagree.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -75,11 +94,13 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 struct Check {
     ok: bool,
     detail: String,
+    /// Whether a failure makes the instance not ready (else it is only reported).
+    gates: bool,
 }
 
 impl Check {
     fn to_json(&self) -> Value {
-        json!({ "ok": self.ok, "detail": self.detail })
+        json!({ "ok": self.ok, "detail": self.detail, "affects_readiness": self.gates })
     }
 }
 
@@ -104,62 +125,90 @@ pub struct Health {
     processor: String,
     started: Instant,
     state: Mutex<State>,
+    /// Where `evalstream_ready` / `evalstream_mode` are mirrored, if anywhere.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Health {
     /// Creates the health of a processor that has not yet reached Kafka nor joined its group: not
     /// ready, but alive.
     pub fn new(processor: &str) -> Arc<Self> {
-        Arc::new(Health {
+        Arc::new(Self::build(processor, None))
+    }
+
+    /// As [`Health::new`], mirroring readiness and mode into `metrics` (`evalstream_ready`,
+    /// `evalstream_mode`) from now on: what `evalstream run` uses.
+    pub fn with_metrics(processor: &str, metrics: Arc<Metrics>) -> Arc<Self> {
+        let health = Self::build(processor, Some(metrics));
+        health.update(|_| {});
+        Arc::new(health)
+    }
+
+    fn build(processor: &str, metrics: Option<Arc<Metrics>>) -> Self {
+        Health {
             processor: processor.to_owned(),
             started: Instant::now(),
             state: Mutex::new(State {
-                kafka: Check { ok: false, detail: "not connected yet".to_owned() },
+                kafka: Check { ok: false, detail: "not connected yet".to_owned(), gates: true },
                 assigned_partitions: None,
                 restoring: false,
                 dependencies: BTreeMap::new(),
                 mode: MODE_NORMAL.to_owned(),
                 stopped: None,
             }),
-        })
+            metrics,
+        }
     }
 
     /// Records whether the brokers are reachable (e.g. from a metadata call or the client's error
     /// callback). `detail` is shown to the operator: a broker list, or the error.
     pub fn set_kafka(&self, ok: bool, detail: &str) {
-        let mut s = self.lock();
-        s.kafka = Check { ok, detail: detail.to_owned() };
+        self.update(|s| s.kafka = Check { ok, detail: detail.to_owned(), gates: true });
     }
 
     /// Records the number of partitions assigned after a rebalance. Call it when an assignment
     /// completes (including an empty one); the first call is what marks the instance as joined.
     pub fn set_assignment(&self, partitions: usize) {
-        self.lock().assigned_partitions = Some(partitions);
+        self.update(|s| s.assigned_partitions = Some(partitions));
     }
 
     /// Records that the instance left its group (revoked or lost everything) and has not been
     /// given a new assignment yet, so that `/ready` says "not joined" instead of a stale count.
     pub fn clear_assignment(&self) {
-        self.lock().assigned_partitions = None;
+        self.update(|s| s.assigned_partitions = None);
     }
 
     /// Marks a state-store restore as running or finished. Records are not processed while
     /// restoring, so the instance is not ready.
     pub fn set_restoring(&self, restoring: bool) {
-        self.lock().restoring = restoring;
+        self.update(|s| s.restoring = restoring);
     }
 
-    /// Registers or updates an external dependency (schema registry, signer/KMS, policy feed…).
-    /// Once registered, a dependency counts towards readiness until the process exits, so a
-    /// processor should register every dependency it has at start-up, even before its first check.
+    /// Registers or updates a *gating* dependency (one without which the instance cannot process
+    /// its inputs, e.g. the schema registry): while it is not ok, the instance is not ready.
+    /// Once registered, a dependency counts until the process exits, so register every dependency
+    /// at start-up, even before its first check ([`crate::readiness`] does).
     pub fn set_dependency(&self, name: &str, ok: bool, detail: &str) {
-        self.lock().dependencies.insert(name.to_owned(), Check { ok, detail: detail.to_owned() });
+        self.update(|s| {
+            s.dependencies
+                .insert(name.to_owned(), Check { ok, detail: detail.to_owned(), gates: true });
+        });
+    }
+
+    /// Registers or updates a *reported* dependency (signer/KMS, policy feed, Finance): shown in
+    /// `dependencies` and, while not ok, in `warnings`, but readiness does not depend on it (see
+    /// the module docs for why).
+    pub fn report_dependency(&self, name: &str, ok: bool, detail: &str) {
+        self.update(|s| {
+            s.dependencies
+                .insert(name.to_owned(), Check { ok, detail: detail.to_owned(), gates: false });
+        });
     }
 
     /// Records the operating mode ([`MODE_NORMAL`], [`MODE_READ_ONLY`], …). Reported, not judged:
     /// see the module docs for why the mode does not affect readiness.
     pub fn set_mode(&self, mode: &str) {
-        self.lock().mode = mode.to_owned();
+        self.update(|s| s.mode = mode.to_owned());
     }
 
     /// Records that the processing loop has stopped for good (a `Stop` disposition, or the end of
@@ -167,9 +216,21 @@ impl Health {
     /// `/ready` fails with the reason. The first reason wins: it is the cause, later ones are
     /// consequences.
     pub fn set_stopped(&self, reason: &str) {
+        self.update(|s| {
+            if s.stopped.is_none() {
+                s.stopped = Some(reason.to_owned());
+            }
+        });
+    }
+
+    /// Applies `change` and, while still holding the lock, mirrors the resulting verdict into the
+    /// metrics: two changes racing cannot leave the gauge showing the older one.
+    fn update(&self, change: impl FnOnce(&mut State)) {
         let mut s = self.lock();
-        if s.stopped.is_none() {
-            s.stopped = Some(reason.to_owned());
+        change(&mut s);
+        if let Some(m) = &self.metrics {
+            m.set_ready(not_ready_reasons(&s).is_empty());
+            m.set_mode(&s.mode);
         }
     }
 
@@ -181,25 +242,19 @@ impl Health {
     ///   "kafka": {"ok": true, "detail": "127.0.0.1:9092"},
     ///   "state": {"ok": false, "restoring": true},
     ///   "assignment": {"ok": true, "assigned_partitions": 2},
-    ///   "dependencies": {"schema_registry": {"ok": true, "detail": "…"}} }
+    ///   "dependencies": {"schema_registry": {"ok": true, "detail": "…", "affects_readiness": true},
+    ///                    "signer": {"ok": false, "detail": "…", "affects_readiness": false}},
+    ///   "warnings": ["signer not ok: …"] }
     /// ```
     ///
     /// Dependencies are nested under `dependencies` rather than spread at the top level, so that a
     /// dependency can never shadow `kafka`, `state` or `mode`.
     pub fn ready_report(&self) -> (bool, Value) {
         let s = self.lock();
-        let mut reasons: Vec<String> = Vec::new();
-
-        if let Some(why) = &s.stopped {
-            reasons.push(format!("processing stopped: {why}"));
-        }
-        if !s.kafka.ok {
-            reasons.push(format!("kafka unreachable: {}", s.kafka.detail));
-        }
+        let reasons = not_ready_reasons(&s);
         let mut assignment = Map::new();
         match s.assigned_partitions {
             None => {
-                reasons.push("no partition assignment yet (not joined to the group)".to_owned());
                 assignment.insert("ok".into(), Value::Bool(false));
                 assignment.insert("assigned_partitions".into(), Value::Null);
             }
@@ -217,14 +272,8 @@ impl Health {
                 }
             }
         }
-        if s.restoring {
-            reasons.push("state restore in progress".to_owned());
-        }
         let mut dependencies = Map::new();
         for (name, check) in &s.dependencies {
-            if !check.ok {
-                reasons.push(format!("{name} unavailable: {}", check.detail));
-            }
             dependencies.insert(name.clone(), check.to_json());
         }
 
@@ -233,8 +282,9 @@ impl Health {
             "processor": self.processor,
             "ready": ready,
             "reasons": reasons,
+            "warnings": warnings(&s),
             "mode": s.mode,
-            "kafka": s.kafka.to_json(),
+            "kafka": { "ok": s.kafka.ok, "detail": s.kafka.detail },
             "state": { "ok": !s.restoring, "restoring": s.restoring },
             "assignment": assignment,
             "dependencies": dependencies,
@@ -271,6 +321,39 @@ impl Health {
         // elsewhere; keep answering probes rather than cascading the panic.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Why the instance is not ready, one line per failing condition; empty when it is ready. The one
+/// definition of readiness: `/ready` and `evalstream_ready` both come from it.
+fn not_ready_reasons(s: &State) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if let Some(why) = &s.stopped {
+        reasons.push(format!("processing stopped: {why}"));
+    }
+    if !s.kafka.ok {
+        reasons.push(format!("kafka unreachable: {}", s.kafka.detail));
+    }
+    if s.assigned_partitions.is_none() {
+        reasons.push("no partition assignment yet (not joined to the group)".to_owned());
+    }
+    if s.restoring {
+        reasons.push("state restore in progress".to_owned());
+    }
+    for (name, check) in &s.dependencies {
+        if check.gates && !check.ok {
+            reasons.push(format!("{name} unavailable: {}", check.detail));
+        }
+    }
+    reasons
+}
+
+/// The reported (non-gating) dependencies that are not ok, one line each.
+fn warnings(s: &State) -> Vec<String> {
+    s.dependencies
+        .iter()
+        .filter(|(_, c)| !c.gates && !c.ok)
+        .map(|(name, c)| format!("{name} not ok: {}", c.detail))
+        .collect()
 }
 
 /// A bound but not yet serving ops server. Binding is separate from serving so that start-up fails
@@ -504,13 +587,33 @@ mod tests {
         assert_eq!(
             body["dependencies"],
             json!({
-                "schema_registry": {"ok": true, "detail": "http://registry:8081"},
-                "signer": {"ok": false, "detail": "KMS Sign failed: throttled"},
+                "schema_registry": {"ok": true, "detail": "http://registry:8081", "affects_readiness": true},
+                "signer": {"ok": false, "detail": "KMS Sign failed: throttled", "affects_readiness": true},
             })
         );
         assert_eq!(body["reasons"], json!(["signer unavailable: KMS Sign failed: throttled"]));
         h.set_dependency("signer", true, "kid audit-2025");
         assert!(ready(&h));
+    }
+
+    #[test]
+    fn reported_dependencies_warn_but_keep_readiness() {
+        let h = Health::new("audit-chain");
+        h.set_kafka(true, "ok");
+        h.set_assignment(2);
+        h.report_dependency("signer", false, "KMS DescribeKey failed: unreachable");
+        let (ok, body) = h.ready_report();
+        assert!(ok, "{body}");
+        assert_eq!(body["reasons"], json!([]));
+        assert_eq!(body["warnings"], json!(["signer not ok: KMS DescribeKey failed: unreachable"]));
+        assert_eq!(body["dependencies"]["signer"]["affects_readiness"], false);
+        h.report_dependency("signer", true, "kid k: key usable");
+        assert_eq!(h.ready_report().1["warnings"], json!([]));
+        // A gating failure next to it is what makes it not ready.
+        h.set_dependency("schema_registry", false, "connection refused");
+        let (ok, body) = h.ready_report();
+        assert!(!ok);
+        assert_eq!(body["reasons"], json!(["schema_registry unavailable: connection refused"]));
     }
 
     #[test]
@@ -545,6 +648,49 @@ mod tests {
         assert_eq!(body["status"], "stopped");
         assert_eq!(body["stopped_reason"], "fatal processor error: invariant broken");
         assert!(!ready(&h));
+    }
+
+    #[test]
+    fn metrics_mirror_every_change_of_readiness_and_mode() {
+        let m = Metrics::new("audit");
+        let h = Health::with_metrics("audit", Arc::clone(&m));
+        let gauge = |m: &Metrics, series: &str| {
+            m.encode()
+                .lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok())
+        };
+        let ready = r#"evalstream_ready{processor="audit"}"#;
+        let normal = r#"evalstream_mode{processor="audit",mode="normal"}"#;
+        let read_only = r#"evalstream_mode{processor="audit",mode="read-only"}"#;
+        assert_eq!(gauge(&m, ready), Some(0.0));
+        assert_eq!(gauge(&m, normal), Some(1.0), "the initial mode is published at once");
+        assert_eq!(gauge(&m, read_only), Some(0.0));
+
+        // Every step of the other tests' sequences: the gauge equals /ready after each one.
+        let steps: Vec<fn(&Health)> = vec![
+            |h| h.set_kafka(true, "ok"),
+            |h| h.set_assignment(0),
+            |h| h.set_restoring(true),
+            |h| h.set_restoring(false),
+            |h| h.set_dependency("signer", false, "KMS down"),
+            |h| h.set_dependency("signer", true, "kid k"),
+            |h| h.set_mode(MODE_READ_ONLY),
+            |h| h.clear_assignment(),
+            |h| h.set_assignment(3),
+            |h| h.set_kafka(false, "all brokers down"),
+            |h| h.set_kafka(true, "back"),
+            |h| h.set_stopped("shut down"),
+        ];
+        let mut seen = Vec::new();
+        for step in steps {
+            step(&h);
+            let (ok, _) = h.ready_report();
+            assert_eq!(gauge(&m, ready), Some(f64::from(u8::from(ok))));
+            seen.push(ok);
+        }
+        assert!(seen.contains(&true) && seen.contains(&false), "{seen:?}");
+        assert_eq!(gauge(&m, normal), Some(0.0));
+        assert_eq!(gauge(&m, read_only), Some(1.0));
     }
 
     #[test]

@@ -18,16 +18,18 @@
 
 use std::collections::{HashMap, HashSet};
 
-use apache_avro::types::Value;
+use serde::{Deserialize, Serialize};
 
 use crate::codec::Codec;
 use crate::headers;
+use crate::record::Record;
 
 /// Avro schema of progress-marker values in a changelog topic.
 pub const PROGRESS_MARKER_SCHEMA: &str = "evalstream.runtime.ProgressMarker";
 
-/// A progress marker.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A progress marker: `evalstream.runtime.ProgressMarker`, the value of the marker record (key
+/// [`crate::state::marker_changelog_key`]) of one changelog partition in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgressMarker {
     /// Partition (of the inputs and of the changelog) it covers.
     pub partition: i32,
@@ -36,75 +38,30 @@ pub struct ProgressMarker {
     /// Instance that wrote it.
     pub instance: String,
     /// The partition's commit sequence (0: written before commit sequences existed).
-    pub commit_seq: u64,
-    /// Next offset to process per physical input topic of the partition (inputs and retry
-    /// topics), after this transaction.
-    pub positions: Vec<(String, i64)>,
+    pub commit_seq: i64,
+    /// Where every input topic of the partition (inputs and retry topics) resumes after this
+    /// transaction.
+    pub positions: Vec<ProgressPosition>,
+}
+
+/// Where one input topic of a partition resumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressPosition {
+    /// Physical input topic.
+    pub topic: String,
+    /// Next offset to process (last processed + 1).
+    pub next_offset: i64,
+}
+
+impl Record for ProgressMarker {
+    const SCHEMA: &'static str = PROGRESS_MARKER_SCHEMA;
 }
 
 impl ProgressMarker {
-    /// The Avro value (schema [`PROGRESS_MARKER_SCHEMA`]).
-    pub fn to_avro(&self) -> Value {
-        let positions = self
-            .positions
-            .iter()
-            .map(|(topic, next)| {
-                Value::Record(vec![
-                    ("topic".into(), Value::String(topic.clone())),
-                    ("next_offset".into(), Value::Long(*next)),
-                ])
-            })
-            .collect();
-        Value::Record(vec![
-            ("partition".into(), Value::Int(self.partition)),
-            ("txn".into(), Value::String(self.txn.clone())),
-            ("instance".into(), Value::String(self.instance.clone())),
-            ("commit_seq".into(), Value::Long(self.commit_seq as i64)),
-            ("positions".into(), Value::Array(positions)),
-        ])
-    }
-
-    /// Decodes a marker value (any schema version).
+    /// Decodes a marker value (any schema version: a marker written before commit sequences
+    /// existed reads with `commit_seq` 0 and no positions).
     pub fn decode(codec: &Codec, bytes: &[u8]) -> Result<Self, String> {
-        let decoded = codec.decode(bytes).map_err(|e| e.to_string())?;
-        if decoded.schema_name != PROGRESS_MARKER_SCHEMA {
-            return Err(format!("expected {PROGRESS_MARKER_SCHEMA}, got {}", decoded.schema_name));
-        }
-        let Value::Record(fields) = decoded.value else {
-            return Err("marker is not a record".into());
-        };
-        let mut m = ProgressMarker {
-            partition: -1,
-            txn: String::new(),
-            instance: String::new(),
-            commit_seq: 0,
-            positions: Vec::new(),
-        };
-        for (name, value) in fields {
-            match (name.as_str(), value) {
-                ("partition", Value::Int(p)) => m.partition = p,
-                ("txn", Value::String(t)) => m.txn = t,
-                ("instance", Value::String(i)) => m.instance = i,
-                ("commit_seq", Value::Long(k)) => m.commit_seq = k.max(0) as u64,
-                ("positions", Value::Array(items)) => {
-                    for item in items {
-                        let Value::Record(f) = item else { continue };
-                        let topic = f.iter().find_map(|(n, v)| match (n.as_str(), v) {
-                            ("topic", Value::String(t)) => Some(t.clone()),
-                            _ => None,
-                        });
-                        let next = f.iter().find_map(|(n, v)| match (n.as_str(), v) {
-                            ("next_offset", Value::Long(o)) => Some(*o),
-                            _ => None,
-                        });
-                        if let (Some(t), Some(o)) = (topic, next) {
-                            m.positions.push((t, o));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
+        let m: ProgressMarker = codec.decode_record(bytes).map_err(|e| e.to_string())?;
         if m.txn.is_empty() {
             return Err("marker has no txn".into());
         }
@@ -120,19 +77,19 @@ pub struct ProgressRef {
     /// Partition of the changelog.
     pub partition: i32,
     /// Commit sequence the record's transaction commits under.
-    pub commit_seq: u64,
+    pub commit_seq: i64,
 }
 
 impl ProgressRef {
     /// The header value.
     pub fn header_value(&self) -> String {
-        headers::coordinate(&self.changelog, self.partition, self.commit_seq as i64)
+        headers::coordinate(&self.changelog, self.partition, self.commit_seq)
     }
 
     /// Parses a header value.
     pub fn parse(value: &str) -> Option<Self> {
         let (changelog, partition, seq) = headers::parse_coordinate(value)?;
-        Some(ProgressRef { changelog, partition, commit_seq: u64::try_from(seq).ok()? })
+        (seq >= 0).then_some(ProgressRef { changelog, partition, commit_seq: seq })
     }
 }
 
@@ -140,9 +97,9 @@ impl ProgressRef {
 #[derive(Debug, Default, Clone)]
 pub struct MarkerIndex {
     /// (partition, commit_seq) → transaction of the first marker with that sequence.
-    first: HashMap<(i32, u64), String>,
+    first: HashMap<(i32, i64), String>,
     /// Highest commit sequence seen per partition.
-    last: HashMap<i32, u64>,
+    last: HashMap<i32, i64>,
     /// (partition, txn) of markers without a commit sequence (written by older versions).
     legacy: HashSet<(i32, String)>,
 }
@@ -172,7 +129,7 @@ impl MarkerIndex {
     /// Whether the record of transaction `txn` committing under `progress` is committed:
     /// `Some(true)` / `Some(false)` once the marker with its sequence has been seen, `None` while
     /// it has not (its transaction is still open, or the index is behind the changelog).
-    pub fn decide(&self, partition: i32, commit_seq: u64, txn: &str) -> Option<bool> {
+    pub fn decide(&self, partition: i32, commit_seq: i64, txn: &str) -> Option<bool> {
         if commit_seq == 0 {
             return Some(self.legacy.contains(&(partition, txn.to_string())));
         }
@@ -180,7 +137,7 @@ impl MarkerIndex {
     }
 
     /// Highest commit sequence seen for `partition`.
-    pub fn last_seq(&self, partition: i32) -> u64 {
+    pub fn last_seq(&self, partition: i32) -> i64 {
         self.last.get(&partition).copied().unwrap_or(0)
     }
 }
@@ -189,22 +146,49 @@ impl MarkerIndex {
 mod tests {
     use super::*;
 
-    fn marker(txn: &str, seq: u64) -> ProgressMarker {
+    fn marker(txn: &str, seq: i64) -> ProgressMarker {
         ProgressMarker {
             partition: 0,
             txn: txn.into(),
             instance: "i".into(),
             commit_seq: seq,
-            positions: vec![("t".into(), 5), ("t.retry".into(), 2)],
+            positions: vec![
+                ProgressPosition { topic: "t".into(), next_offset: 5 },
+                ProgressPosition { topic: "t.retry".into(), next_offset: 2 },
+            ],
         }
     }
 
     #[test]
-    fn markers_round_trip_through_avro() {
-        let codec = Codec::new(crate::codec::SchemaStore::bundled().unwrap(), None).unwrap();
+    fn markers_match_their_schema_and_round_trip() {
+        crate::testkit::check_record::<ProgressMarker>();
+        let codec = crate::testkit::codec();
         let m = marker("i-1-7", 42);
-        let bytes = codec.encode("cl", PROGRESS_MARKER_SCHEMA, &m.to_avro()).unwrap();
-        assert_eq!(ProgressMarker::decode(&codec, &bytes).unwrap(), m);
+        let bytes = codec.encode_record("cl", &m).unwrap();
+        assert_eq!(ProgressMarker::decode(codec, &bytes).unwrap(), m);
+    }
+
+    /// A marker written by an older version (schema v1: one per input topic, no sequence) still
+    /// decodes, with sequence 0 and no positions.
+    #[test]
+    fn version_1_markers_decode() {
+        use apache_avro::types::Value;
+        let store = crate::codec::SchemaStore::bundled().unwrap();
+        let v1 = store
+            .entries()
+            .find(|e| e.path() == "history/evalstream.runtime.ProgressMarker/v1.avsc")
+            .expect("v1 is bundled");
+        let value = Value::Record(vec![
+            ("topic".into(), Value::String("p.totals.input".into())),
+            ("partition".into(), Value::Int(3)),
+            ("next_offset".into(), Value::Long(17)),
+            ("txn".into(), Value::String("i-0000abcd-7".into())),
+            ("instance".into(), Value::String("i".into())),
+        ]);
+        let bytes = crate::codec::encode_single_object(v1, &value).unwrap();
+        let m = ProgressMarker::decode(crate::testkit::codec(), &bytes).unwrap();
+        assert_eq!((m.partition, m.commit_seq, m.txn.as_str()), (3, 0, "i-0000abcd-7"));
+        assert!(m.positions.is_empty());
     }
 
     #[test]

@@ -6,23 +6,22 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use apache_avro::types::Value;
+use evalstream_audit::chain::AuditEventJson;
 use evalstream_audit::records::{ChainRecord, ChainRecordBody, VerificationResult};
 use evalstream_integration_tests as it;
 use evalstream_runtime::codec::Codec;
 
 /// Encodes an `AuditEvent`.
 pub fn encode_event(codec: &Codec, topic: &str, id: &str, i: u64) -> Vec<u8> {
-    let payload = format!(r#"{{"n":{i},"note":"événement {i}","amount":{}.5}}"#, i % 1000);
-    let v = Value::Record(vec![
-        ("event_id".into(), Value::String(id.into())),
-        ("type".into(), Value::String("eval.submission_accepted".into())),
-        ("actor".into(), Value::String(format!("svc-{}", i % 7))),
-        ("subject".into(), Value::String(format!("model-{}", i % 50))),
-        ("occurred_at".into(), Value::TimestampMillis(1_790_000_000_000 + i as i64)),
-        ("payload".into(), Value::String(payload)),
-    ]);
-    codec.encode(topic, "evalstream.audit.AuditEvent", &v).expect("encode AuditEvent")
+    let event = AuditEventJson {
+        event_id: id.into(),
+        event_type: "eval.submission_accepted".into(),
+        actor: format!("svc-{}", i % 7),
+        subject: format!("model-{}", i % 50),
+        occurred_at: 1_790_000_000_000 + i as i64,
+        payload: format!(r#"{{"n":{i},"note":"événement {i}","amount":{}.5}}"#, i % 1000),
+    };
+    codec.encode_record(topic, &event).expect("encode AuditEvent")
 }
 
 /// A fresh local signing key registered as `kid` in `dir/signers.json` (valid since 2000).

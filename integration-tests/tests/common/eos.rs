@@ -17,6 +17,7 @@ use apache_avro::types::Value;
 use evalstream_integration_tests as it;
 use evalstream_runtime::codec::Codec;
 use evalstream_runtime::headers;
+use evalstream_totals::{TotalsInput, TotalsUpdate};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -31,12 +32,8 @@ pub struct InputRec {
 
 /// Encodes a `TotalsInput` value.
 pub fn encode_input(codec: &Codec, topic: &str, key: &str, amount: i64, payload: &str) -> Vec<u8> {
-    let v = Value::Record(vec![
-        ("key".into(), Value::String(key.into())),
-        ("amount".into(), Value::Long(amount)),
-        ("payload".into(), Value::String(payload.into())),
-    ]);
-    codec.encode(topic, "evalstream.runtime.TotalsInput", &v).expect("encode TotalsInput")
+    let input = TotalsInput { key: key.into(), amount, payload: payload.into() };
+    codec.encode_record(topic, &input).expect("encode TotalsInput")
 }
 
 /// Deterministic input `i`: 1000 keys, amounts 1..=97.
@@ -436,19 +433,6 @@ pub fn committed_filter(codec: &Codec, changelog: &str) -> impl Fn(&it::Record) 
     move |r| join.as_ref().is_none_or(|j| j.committed(r))
 }
 
-fn long_field(v: &Value, name: &str) -> i64 {
-    match v {
-        Value::Record(f) => f
-            .iter()
-            .find_map(|(n, v)| match (n.as_str(), v) {
-                (n2, Value::Long(x)) if n2 == name => Some(*x),
-                _ => None,
-            })
-            .unwrap_or_else(|| panic!("no long field {name}")),
-        _ => panic!("not a record"),
-    }
-}
-
 /// Verifies `totals.output` (and the DLQ) against the produced inputs.
 pub fn verify_totals(codec: &Codec, prefix: &str, inputs: &[InputRec]) -> Verification {
     // On Kafka: nothing but read_committed. With a leaky broker: the marker join.
@@ -474,11 +458,9 @@ pub fn verify_totals(codec: &Codec, prefix: &str, inputs: &[InputRec]) -> Verifi
             continue;
         }
         *seen.entry((p, o)).or_default() += 1;
-        let d = codec.decode(r.value.as_deref().expect("value")).expect("output decodes");
-        totals
-            .entry(r.key_str().expect("key").to_string())
-            .or_default()
-            .push((o, long_field(&d.value, "total")));
+        let update: TotalsUpdate =
+            codec.decode_record(r.value.as_deref().expect("value")).expect("output decodes");
+        totals.entry(r.key_str().expect("key").to_string()).or_default().push((o, update.total));
     }
     for r in it::read_topic_stable(&format!("{prefix}totals.input.dlq")) {
         if is_committed(&r) {

@@ -39,10 +39,9 @@ use std::time::{Duration, Instant};
 use apache_avro::types::Value;
 use evalstream_runtime::error::ProcessError;
 use evalstream_runtime::processor::{
-    CommittedReader, Context, Input, Output, Processor, ResumeHint,
+    CommittedReader, Context, Input, Output, Processor, ResumeHint, State,
 };
 use evalstream_runtime::reader::PartitionRead;
-use evalstream_runtime::state::StateView;
 use tracing::{error, info, warn};
 
 use evalstream_audit::chain::{AuditEventJson, ChainHead, AUDIT_EVENT_SCHEMA};
@@ -328,7 +327,7 @@ impl Processor for AuditChain {
     fn on_assign(
         &mut self,
         partition: i32,
-        _state: &mut StateView,
+        _state: &mut State<'_>,
         reader: &CommittedReader,
     ) -> Result<ResumeHint, ProcessError> {
         let (chain, next_offset) = restore_tail(partition, &self.settings, reader)?;
@@ -544,6 +543,7 @@ pub fn emergency_signer_event(event_id: &str, actor: &str, detail: &str, at_ms: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use evalstream_runtime::state::StateView;
 
     /// An in-memory `audit.chain` partition: records at increasing offsets with `gap` offsets
     /// after each entry, as transaction markers take offsets in a real log.

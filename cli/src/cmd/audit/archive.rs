@@ -150,6 +150,8 @@ pub fn jsonl_to_avro(
             .with_context(|| format!("line {}", n + 1))?
             .to_avro()
             .with_context(|| format!("line {}", n + 1))?;
+        // The container writer takes values in the schema's exact shape.
+        let value = codec.store().conform(CHAIN_RECORD_SCHEMA, &value)?;
         writer.append_value_ref(&value)?;
     }
     let file = writer.into_inner()?.into_inner().map_err(|e| e.into_error())?;

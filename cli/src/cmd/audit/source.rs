@@ -18,6 +18,7 @@
 //! so verifying never disturbs the processors. Progress goes to stderr about once a second on
 //! long reads.
 
+use evalstream_runtime::time::format_rfc3339_ms_aligned;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ use evalstream_audit::offline::bounds::{Bound, OffsetRange};
 use evalstream_audit::offline::range::{anchor_candidates, PartitionReport, RangeCheck};
 use evalstream_audit::offline::search::{locate_time, OffsetProbe, Probe};
 use evalstream_audit::records::{ChainRecord, ChainRecordBody, VerificationResult};
-use evalstream_audit::registry::Registry;
+use evalstream_audit::trust::SignerRegistry;
 use evalstream_audit::CHAIN_TOPIC;
 use evalstream_runtime::codec::Codec;
 use evalstream_runtime::config::RuntimeConfig;
@@ -39,7 +40,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use super::TimeBasis;
-use crate::cmd::common::{format_millis, partition_ids, METADATA_TIMEOUT};
+use crate::cmd::common::{partition_ids, METADATA_TIMEOUT};
 
 /// First look-back when searching for the checkpoint before a range, in records; grows 4× per
 /// attempt. Checkpoints come every `checkpoint_every` entries (1000 by default) or sooner.
@@ -265,12 +266,13 @@ impl<'a> Broker<'a> {
             codec: self.codec,
             basis,
         };
-        let located = locate_time(&mut probe, time_ms, low, end, hint)
-            .with_context(|| format!("locating {} in partition {p}", format_millis(time_ms)))?;
+        let located = locate_time(&mut probe, time_ms, low, end, hint).with_context(|| {
+            format!("locating {} in partition {p}", format_rfc3339_ms_aligned(time_ms))
+        })?;
         Ok(LocatedBound {
             bound,
             time_ms,
-            time: format_millis(time_ms),
+            time: format_rfc3339_ms_aligned(time_ms),
             basis: match basis {
                 TimeBasis::Event => "event",
                 TimeBasis::Log => "log",
@@ -337,7 +339,7 @@ impl<'a> Broker<'a> {
     pub fn read_range(
         &self,
         resolved: &Resolved,
-        registry: Option<&Registry>,
+        registry: Option<&SignerRegistry>,
         progress: &mut Progress,
         sink: &mut Sink<'_>,
     ) -> anyhow::Result<PartitionReport> {
@@ -377,7 +379,7 @@ impl<'a> Broker<'a> {
         &self,
         p: u32,
         range: OffsetRange,
-        registry: Option<&Registry>,
+        registry: Option<&SignerRegistry>,
         sink: &mut Sink<'_>,
     ) -> anyhow::Result<(RangeCheck, i64)> {
         let (low, high) = self.watermarks(p)?;

@@ -12,6 +12,7 @@
 //! Exit codes: see the `audit` module (0 verified, 1 failed, 3 not fully signed / signatures not
 //! checked, 4 could not verify).
 
+use evalstream_runtime::time::format_rfc3339_ms_aligned;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,14 +24,14 @@ use evalstream_audit::offline::range::{PartitionReport, RangeCheck, RangeStatus}
 use evalstream_audit::records::{
     ChainRecord, ChainRecordBody, VerificationResult, VerificationStatus,
 };
-use evalstream_audit::registry::Registry;
+use evalstream_audit::trust::SignerRegistry;
 use evalstream_runtime::codec::Codec;
 use serde::Serialize;
 
 use super::archive::{self, Event};
 use super::source::{Broker, LocatedBound, Progress};
 use super::{RangeArgs, SignersArg, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK};
-use crate::cmd::common::{format_millis, load_config};
+use crate::cmd::common::load_config;
 
 /// Arguments of `audit verify`.
 #[derive(Debug, clap::Args)]
@@ -147,7 +148,7 @@ fn document(
 fn verify_broker(
     config: Option<&Path>,
     args: &Args,
-    registry: Option<&Registry>,
+    registry: Option<&SignerRegistry>,
 ) -> anyhow::Result<Document> {
     let cfg = load_config(config)?;
     let codec = Codec::from_env().context("loading schemas")?;
@@ -186,7 +187,7 @@ fn archive_finding(partition: u32, seq: Option<u64>, detail: String) -> Verifica
 
 fn verify_archive(
     path: &Path,
-    registry: Option<&Registry>,
+    registry: Option<&SignerRegistry>,
     quiet: bool,
 ) -> anyhow::Result<Document> {
     let mut checks: BTreeMap<u32, RangeCheck> = BTreeMap::new();
@@ -345,7 +346,10 @@ fn human(doc: &Document) -> Vec<String> {
             range.entries,
             span(range.from_seq, range.to_seq),
             span(range.from_offset, range.to_offset),
-            span(range.from_time_ms.map(format_millis), range.to_time_ms.map(format_millis)),
+            span(
+                range.from_time_ms.map(format_rfc3339_ms_aligned),
+                range.to_time_ms.map(format_rfc3339_ms_aligned)
+            ),
         );
         let head = match r.status {
             RangeStatus::Ok => {

@@ -14,7 +14,7 @@
 
 use thiserror::Error;
 
-use crate::registry::rfc3339::parse_rfc3339_ms;
+use evalstream_runtime::time::parse_rfc3339_ms;
 
 /// Milliseconds in a day (UTC days have no leap seconds in Unix time).
 const DAY_MS: i64 = 86_400_000;

@@ -17,8 +17,7 @@
 //! members, a hash that is not 32 bytes or a `kind` that disagrees with the body are errors that
 //! name the field, because an archive is evidence, not input to be repaired.
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
+use evalstream_runtime::b64;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -95,12 +94,12 @@ pub fn parse_hash(field: &str, text: &str) -> Result<Hash, JsonFormError> {
 
 /// Standard base64 (padded).
 pub fn base64_encode(bytes: &[u8]) -> String {
-    BASE64.encode(bytes)
+    b64::encode(bytes)
 }
 
 /// Decodes standard base64; `field` names it in the error.
 pub fn base64_decode(field: &str, text: &str) -> Result<Vec<u8>, JsonFormError> {
-    BASE64.decode(text).map_err(|_| JsonFormError::Base64(field.to_string()))
+    b64::decode_canonical(text).map_err(|_| JsonFormError::Base64(field.to_string()))
 }
 
 /// Bytes that are normally text: the text itself, else `{"base64": "..."}`.

@@ -26,8 +26,8 @@ use crate::offline::json::{
     base64_decode, base64_encode, hash_hex, parse_hash, parse_status, EntryJson, JsonFormError,
 };
 use crate::records::{ChainEntry, Checkpoint, CheckpointStatus};
-use crate::registry::{Registry, RegistryError, SignatureCheckError};
 use crate::signer::ALGORITHM_ECDSA_P256_SHA256;
+use crate::trust::{SignatureCheckError, SignerRegistry, SignerRegistryError};
 
 /// `format` of an inclusion proof document.
 pub const PROOF_FORMAT: &str = "evalstream.audit.inclusion-proof.v1";
@@ -249,7 +249,7 @@ fn canonical_agrees(e: &ChainEntry) -> Result<(), String> {
 /// to the root, the checkpoint body, and (with a registry) the signature with the key that was
 /// valid at the checkpoint's time. Never panics on malformed input: every problem is a failed
 /// step.
-pub fn check_proof(proof: &InclusionProof, registry: Option<&Registry>) -> ProofReport {
+pub fn check_proof(proof: &InclusionProof, registry: Option<&SignerRegistry>) -> ProofReport {
     let mut s = Steps(Vec::new());
     let report = |s: Steps| {
         let verdict = if s.0.iter().any(|x| x.ok == Some(false)) {
@@ -394,7 +394,7 @@ pub fn check_proof(proof: &InclusionProof, registry: Option<&Registry>) -> Proof
             let r = registry.verify(kid, ALGORITHM_ECDSA_P256_SHA256, cp.time_ms, &body, &sig);
             let detail = match &r {
                 Ok(e) => format!("valid signature by {kid} ({} key, {})", e.kind(), e.status()),
-                Err(SignatureCheckError::Key(RegistryError::UnknownKid(_))) => {
+                Err(SignatureCheckError::Key(SignerRegistryError::UnknownKid(_))) => {
                     format!("kid {kid} is not in the signer registry")
                 }
                 Err(e) => e.to_string(),
@@ -412,7 +412,7 @@ mod tests {
     use crate::offline::range::tests::Builder;
 
     /// A chain of 13 entries with a signed checkpoint at 13, and the proof of entry `seq`.
-    fn proof_of(seq: u64) -> (InclusionProof, Registry) {
+    fn proof_of(seq: u64) -> (InclusionProof, SignerRegistry) {
         let mut b = Builder::new(2);
         let entries: Vec<ChainEntry> = (0..13).map(|_| b.entry()).collect();
         let cp = b.signed();
@@ -435,7 +435,7 @@ mod tests {
         }
     }
 
-    fn failed_steps(proof: &InclusionProof, registry: &Registry) -> Vec<&'static str> {
+    fn failed_steps(proof: &InclusionProof, registry: &SignerRegistry) -> Vec<&'static str> {
         let report = check_proof(proof, Some(registry));
         assert_eq!(report.verdict, ProofVerdict::Invalid, "{report:#?}");
         report.steps.iter().filter(|s| s.ok == Some(false)).map(|s| s.check).collect()

@@ -34,7 +34,7 @@ use crate::records::{
     ChainRecord, ChainRecordBody, Checkpoint, CheckpointStatus, VerificationResult,
     VerificationStatus,
 };
-use crate::registry::Registry;
+use crate::trust::SignerRegistry;
 use crate::verify::ChainVerifier;
 
 /// Entries remembered (sequence → event id, offset) to name the event behind a failure that is
@@ -270,7 +270,7 @@ impl RangeCheck {
         range: OffsetRange,
         offset: i64,
         anchor: &Checkpoint,
-        registry: Option<&Registry>,
+        registry: Option<&SignerRegistry>,
     ) -> Result<Self, Box<VerificationResult>> {
         let verifier = ChainVerifier::resume_after(partition, anchor).map_err(|e| {
             Box::new(VerificationResult {
@@ -366,7 +366,7 @@ impl RangeCheck {
         &mut self,
         offset: i64,
         record: Result<&ChainRecord, &str>,
-        registry: Option<&Registry>,
+        registry: Option<&SignerRegistry>,
     ) -> Flow {
         self.note_read(offset);
         let in_range = self.range.contains(offset);
@@ -488,8 +488,8 @@ pub(crate) mod tests {
     use crate::chain::{AuditEventJson, ChainHead};
     use crate::merkle::CompactRange;
     use crate::records::ChainEntry;
-    use crate::registry::SignerEntry;
     use crate::signer::{LocalKeySigner, Signer, SignerKind};
+    use crate::trust::SignerEntry;
 
     /// A small chain builder: entries with `occurred_at` one minute apart, checkpoints on demand,
     /// signed with a local key.
@@ -518,8 +518,8 @@ pub(crate) mod tests {
             }
         }
 
-        pub(crate) fn registry(&self) -> Registry {
-            let mut r = Registry::new();
+        pub(crate) fn registry(&self) -> SignerRegistry {
+            let mut r = SignerRegistry::new();
             r.add(
                 SignerEntry::new(
                     self.signer.kid(),
@@ -618,7 +618,11 @@ pub(crate) mod tests {
     }
 
     /// Runs a check over the builder's records from the anchor choice on.
-    fn check(b: &Builder, range: OffsetRange, registry: Option<&Registry>) -> PartitionReport {
+    fn check(
+        b: &Builder,
+        range: OffsetRange,
+        registry: Option<&SignerRegistry>,
+    ) -> PartitionReport {
         let w = window(b);
         let candidates = anchor_candidates(&w, range.start, true);
         let (mut check, from) = match candidates.first() {

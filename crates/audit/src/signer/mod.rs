@@ -57,6 +57,11 @@ pub const ALGORITHM_ECDSA_P256_SHA256: &str = "ECDSA_P256_SHA256";
 
 /// Where a signature comes from. Recorded in the signer registry so that "one active key per
 /// kind" can hold while the emergency proxy's key stays registered next to the KMS key.
+///
+/// `finance` is the odd one out: it is not a signer of ours but Finance's ledger-proof key, kept
+/// in the same registry so that it gets the same validity windows, dual-mode rotation and
+/// revocation as audit keys. Its [`KeyPurpose`] differs, and the registry never lets a key of one
+/// purpose verify a signature of the other (see [`crate::registry`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SignerKind {
@@ -66,6 +71,30 @@ pub enum SignerKind {
     Local,
     /// The runbook's emergency signing proxy (`SIGNING_PROXY_URL`).
     Proxy,
+    /// Finance's key for ledger proofs of settlements (`finance.settlements`); never an audit
+    /// checkpoint signer.
+    Finance,
+}
+
+/// What a registered key is trusted to verify. Derived from its [`SignerKind`]: the three audit
+/// signer kinds verify checkpoints, `finance` verifies ledger proofs, and nothing verifies both,
+/// so a leaked or misused key of one side cannot vouch for the other side's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyPurpose {
+    /// Audit-chain checkpoints.
+    Audit,
+    /// Finance ledger proofs.
+    Finance,
+}
+
+impl KeyPurpose {
+    /// What the purpose verifies, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            KeyPurpose::Audit => "audit checkpoints",
+            KeyPurpose::Finance => "finance ledger proofs",
+        }
+    }
 }
 
 impl SignerKind {
@@ -75,6 +104,15 @@ impl SignerKind {
             SignerKind::Kms => "kms",
             SignerKind::Local => "local",
             SignerKind::Proxy => "proxy",
+            SignerKind::Finance => "finance",
+        }
+    }
+
+    /// What keys of this kind verify.
+    pub fn purpose(self) -> KeyPurpose {
+        match self {
+            SignerKind::Kms | SignerKind::Local | SignerKind::Proxy => KeyPurpose::Audit,
+            SignerKind::Finance => KeyPurpose::Finance,
         }
     }
 }
@@ -85,9 +123,9 @@ impl fmt::Display for SignerKind {
     }
 }
 
-/// `"kms"`, `"local"` or `"proxy"` was expected.
+/// `"kms"`, `"local"`, `"proxy"` or `"finance"` was expected.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("unknown signer kind {0:?}: expected kms, local or proxy")]
+#[error("unknown signer kind {0:?}: expected kms, local, proxy or finance")]
 pub struct UnknownSignerKind(pub String);
 
 impl FromStr for SignerKind {
@@ -98,6 +136,7 @@ impl FromStr for SignerKind {
             "kms" => Ok(SignerKind::Kms),
             "local" => Ok(SignerKind::Local),
             "proxy" => Ok(SignerKind::Proxy),
+            "finance" => Ok(SignerKind::Finance),
             other => Err(UnknownSignerKind(other.to_string())),
         }
     }
@@ -229,11 +268,13 @@ mod tests {
 
     #[test]
     fn kinds_round_trip_through_their_names() {
-        for kind in [SignerKind::Kms, SignerKind::Local, SignerKind::Proxy] {
+        for kind in [SignerKind::Kms, SignerKind::Local, SignerKind::Proxy, SignerKind::Finance] {
             assert_eq!(kind.as_str().parse::<SignerKind>(), Ok(kind));
             assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{kind}\""));
         }
         assert!("KMS".parse::<SignerKind>().is_err());
+        assert_eq!(SignerKind::Finance.purpose(), KeyPurpose::Finance);
+        assert_eq!(SignerKind::Proxy.purpose(), KeyPurpose::Audit);
     }
 
     #[test]

@@ -19,8 +19,7 @@ use std::fmt;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
+use evalstream_runtime::b64;
 use p256::ecdsa::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
@@ -296,7 +295,7 @@ impl Signer for ProxySigner {
         let body = serde_json::to_vec(&SignRequest {
             kid: &self.kid,
             algorithm: ALGORITHM_ECDSA_P256_SHA256,
-            message_b64: BASE64.encode(message),
+            message_b64: b64::encode(message),
         })
         .map_err(|e| SignError::Rejected { context: context(), reason: e.to_string() })?;
         let url = format!("{}/sign", self.url);
@@ -312,8 +311,7 @@ impl Signer for ProxySigner {
                 response.kid, self.kid
             )));
         }
-        let signature = BASE64
-            .decode(response.signature_b64.trim())
+        let signature = b64::decode_canonical(response.signature_b64.trim())
             .map_err(|e| bad(format!("signature_b64 is not base64: {e}")))?;
         verify_with(&key, message, &signature).map_err(|e| {
             bad(format!("the signature does not verify against the proxy's public key: {e}"))

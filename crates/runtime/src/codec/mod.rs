@@ -5,6 +5,7 @@
 //!    │ conform to the CURRENT schema               │ first byte
 //!    │ (strict; errors name the field path)        ├─ C3 01 ─► fingerprint ─► store (any version)
 //!    ├─ no registry: C3 01 │ fp 8 B LE │ avro      ├─ 00 ────► schema id ───► registry (cached)
+//!    │  (fp: CRC-64-AVRO of the spec's Parsing Canonical Form, see fingerprint.rs)
 //!    └─ registry:    00 │ id 4 B BE │ avro         ├─ else ──► DecodeError::UnknownMagic
 //!       (subject "<topic>-value")                  └─ writer schema ─► resolve ─► current schema
 //! ```
@@ -21,23 +22,28 @@
 
 mod error;
 mod fingerprint;
-mod registry;
+mod schema_registry;
 mod store;
 mod value;
+mod writer;
 
 use std::sync::Arc;
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
-use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 
 pub use error::{CodecError, DecodeError};
-pub use fingerprint::{crc64_avro, schema_fingerprint, CRC64_AVRO_EMPTY};
+pub use fingerprint::{
+    crc64_avro, json_schema_fingerprint, legacy_schema_fingerprint, parsing_canonical_form,
+    schema_fingerprint, CRC64_AVRO_EMPTY,
+};
 pub use store::{SchemaStore, StoredSchema, HISTORY_DIR};
 pub use value::{avro_to_json, example_value, json_to_avro};
 
-use registry::Registry;
+use schema_registry::SchemaRegistry;
+
+use crate::record::{self, Record, RecordError};
 
 /// First two bytes of Avro single-object encoding (marker 0xC3, format version 0x01).
 pub const SINGLE_OBJECT_MARKER: [u8; 2] = [0xC3, 0x01];
@@ -96,7 +102,7 @@ pub struct Codec {
 
 struct Inner {
     store: SchemaStore,
-    registry: Option<Registry>,
+    registry: Option<SchemaRegistry>,
 }
 
 impl std::fmt::Debug for Codec {
@@ -138,7 +144,7 @@ impl Codec {
         if limit != MAX_ALLOCATION_BYTES {
             tracing::warn!(limit, "apache-avro allocation limit was set before the codec's");
         }
-        let registry = registry_url.map(|url| Registry::new(url, auth)).transpose()?;
+        let registry = registry_url.map(|url| SchemaRegistry::new(url, auth)).transpose()?;
         Ok(Codec { inner: Arc::new(Inner { store, registry }) })
     }
 
@@ -149,7 +155,7 @@ impl Codec {
 
     /// The registry URL when the codec writes the Confluent wire format, for `/ready` and logs.
     pub fn registry_url(&self) -> Option<&str> {
-        self.inner.registry.as_ref().map(Registry::url)
+        self.inner.registry.as_ref().map(SchemaRegistry::url)
     }
 
     /// Readiness check of the schema registry (`GET /subjects`); `Ok` when no registry is
@@ -189,6 +195,18 @@ impl Codec {
         let value = value::json_to_avro_with(stored.schema(), &stored.names, json)
             .map_err(|m| m.into_error(stored.full_name()))?;
         self.frame(topic, stored, &value)
+    }
+
+    /// Encodes a typed record with the current version of `T::SCHEMA` (see [`crate::record`]).
+    pub fn encode_record<T: Record>(&self, topic: &str, value: &T) -> Result<Vec<u8>, RecordError> {
+        Ok(self.encode(topic, T::SCHEMA, &record::to_avro(value)?)?)
+    }
+
+    /// Decodes record bytes into a typed record; a record of another schema is
+    /// [`RecordError::WrongSchema`].
+    pub fn decode_record<T: Record>(&self, bytes: &[u8]) -> Result<T, RecordError> {
+        let decoded = self.decode(bytes)?;
+        record::decode_value(&decoded.schema_name, &decoded.value)
     }
 
     fn stored(&self, schema_name: &str) -> Result<&StoredSchema, CodecError> {
@@ -309,19 +327,17 @@ fn single_object_header(fingerprint: u64) -> [u8; SINGLE_OBJECT_HEADER_LEN] {
     header
 }
 
+/// `header` then the Avro encoding of a conformed `value` (see [`writer`]: map entries in key
+/// order, so equal values always give equal bytes).
 fn write_framed(
     stored: &StoredSchema,
     value: &Value,
     header: &[u8],
 ) -> Result<Vec<u8>, CodecError> {
-    let avro = |e: apache_avro::Error| CodecError::Avro {
-        schema: stored.full_name().to_string(),
-        message: e.to_string(),
-    };
-    let writer = GenericDatumWriter::builder(stored.schema()).build().map_err(avro)?;
     let mut out = Vec::with_capacity(header.len() + 64);
     out.extend_from_slice(header);
-    writer.write_value_ref(&mut out, value).map_err(avro)?;
+    writer::write_value(&mut out, value)
+        .map_err(|message| CodecError::Avro { schema: stored.full_name().to_string(), message })?;
     Ok(out)
 }
 

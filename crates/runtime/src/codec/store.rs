@@ -16,10 +16,12 @@ use std::fs;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+use apache_avro::types::Value;
 use apache_avro::Schema;
+use serde_json::Value as Json;
 
 use super::error::CodecError;
-use super::fingerprint::schema_fingerprint;
+use super::fingerprint::{crc64_avro, legacy_schema_fingerprint, parsing_canonical_form};
 use super::value::Names;
 
 mod bundled {
@@ -41,6 +43,7 @@ pub struct StoredSchema {
     schema: Schema,
     canonical_form: String,
     fingerprint: u64,
+    legacy_fingerprint: u64,
     pub(crate) names: Names,
 }
 
@@ -82,14 +85,22 @@ impl StoredSchema {
         &self.schema
     }
 
-    /// Avro Parsing Canonical Form: what the fingerprint is computed over.
+    /// The Avro specification's Parsing Canonical Form: what the fingerprint is computed over.
     pub fn canonical_form(&self) -> &str {
         &self.canonical_form
     }
 
-    /// CRC-64-AVRO fingerprint of the canonical form (the single-object header's schema id).
+    /// CRC-64-AVRO fingerprint of the Parsing Canonical Form: the single-object header's schema
+    /// id, the same value Java Avro and fastavro compute. What the codec writes.
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint
+    }
+
+    /// The fingerprint evalstream wrote for this schema before it followed the specification
+    /// (see [`crate::codec::legacy_schema_fingerprint`]); equal to [`StoredSchema::fingerprint`]
+    /// for schemas without logical types. Decoding accepts it; nothing writes it.
+    pub fn legacy_fingerprint(&self) -> u64 {
+        self.legacy_fingerprint
     }
 }
 
@@ -107,7 +118,8 @@ struct Inner {
     /// Full name → index of the current version.
     current: BTreeMap<String, usize>,
     /// Fingerprint → index (the current version wins when a history file has the same
-    /// canonical form, e.g. a version that only changed docs).
+    /// canonical form, e.g. a version that only changed docs). Legacy fingerprints are in it too,
+    /// below every spec fingerprint, so that records written before the fix still decode.
     by_fingerprint: HashMap<u64, usize>,
 }
 
@@ -188,7 +200,7 @@ impl SchemaStore {
         P: AsRef<str>,
         S: AsRef<str>,
     {
-        let mut parsed: Vec<(String, String, Schema, String, Option<u32>)> = Vec::new();
+        let mut parsed: Vec<(String, String, Schema, Json, Option<u32>)> = Vec::new();
         for (path, text) in sources {
             let (path, text) = (path.as_ref().to_string(), text.as_ref().to_string());
             let json: serde_json::Value = serde_json::from_str(&text)
@@ -208,7 +220,7 @@ impl SchemaStore {
                 }
                 None => None,
             };
-            parsed.push((path, text, schema, json.to_string(), version));
+            parsed.push((path, text, schema, json, version));
         }
         parsed.sort_by(|a, b| a.0.cmp(&b.0));
 
@@ -223,7 +235,7 @@ impl SchemaStore {
 
         let mut entries = Vec::with_capacity(parsed.len());
         let mut current = BTreeMap::new();
-        for (path, source, schema, compact_json, version) in parsed {
+        for (path, source, schema, json, version) in parsed {
             let full_name = schema.name().map(|n| n.fullname(None)).unwrap_or_default();
             let is_current = version.is_none();
             if is_current {
@@ -238,16 +250,19 @@ impl SchemaStore {
             }
             let version =
                 version.unwrap_or_else(|| newest.get(&full_name).copied().unwrap_or(0) + 1);
-            let canonical_form = schema.canonical_form();
+            // The canonical form comes from the file's JSON, as the specification defines it.
+            let canonical_form =
+                parsing_canonical_form(&json).map_err(|e| schema_error(&path, e.to_string()))?;
             entries.push(Arc::new(StoredSchema {
                 names: Names::of(&schema),
-                fingerprint: schema_fingerprint(&schema),
+                fingerprint: crc64_avro(canonical_form.as_bytes()),
+                legacy_fingerprint: legacy_schema_fingerprint(&schema),
+                compact_json: json.to_string(),
                 full_name,
                 version,
                 current: is_current,
                 path,
                 source,
-                compact_json,
                 schema,
                 canonical_form,
             }));
@@ -271,6 +286,12 @@ impl SchemaStore {
         for (i, e) in entries.iter().enumerate() {
             by_fingerprint.entry(e.fingerprint).or_insert(i);
         }
+        // Records written before the codec followed the specification (current versions first).
+        for current_first in [true, false] {
+            for (i, e) in entries.iter().enumerate().filter(|(_, e)| e.current == current_first) {
+                by_fingerprint.entry(e.legacy_fingerprint).or_insert(i);
+            }
+        }
         Ok(SchemaStore { inner: Arc::new(Inner { entries, current, by_fingerprint }) })
     }
 
@@ -283,6 +304,16 @@ impl SchemaStore {
     /// The current version of a schema with its metadata (fingerprint, version, path).
     pub fn current(&self, name: &str) -> Option<&StoredSchema> {
         self.inner.current.get(name).map(|&i| &*self.inner.entries[i])
+    }
+
+    /// `value` checked strictly against the current version of `name` and shaped the way the
+    /// Avro writer needs it (union branches chosen, enum indexes set, defaults filled): what
+    /// [`super::Codec::encode`] writes, before framing. Errors name the field path.
+    pub fn conform(&self, name: &str, value: &Value) -> Result<Value, CodecError> {
+        let stored =
+            self.current(name).ok_or_else(|| CodecError::UnknownSchema(name.to_string()))?;
+        super::value::conform(stored.schema(), &stored.names, value)
+            .map_err(|m| m.into_error(stored.full_name()))
     }
 
     /// A specific version of a schema (current or history), e.g. to produce old-format data in
@@ -303,7 +334,8 @@ impl SchemaStore {
         v
     }
 
-    /// The schema version whose single-object fingerprint this is (any version).
+    /// The schema version whose single-object fingerprint this is (any version; the
+    /// specification's fingerprint or the legacy one evalstream wrote before).
     pub fn by_fingerprint(&self, fingerprint: u64) -> Option<&StoredSchema> {
         self.inner.by_fingerprint.get(&fingerprint).map(|&i| &*self.inner.entries[i])
     }
@@ -367,6 +399,42 @@ mod tests {
         assert!(err(SchemaStore::from_sources([("a.avsc", "{")])).contains("not JSON"));
         assert!(err(SchemaStore::from_sources([("a.avsc", r#""int""#)])).contains("named"));
         assert!(!err(SchemaStore::from_sources([("a.avsc", r#"{"type":"record"}"#)])).is_empty());
+    }
+
+    /// The fingerprints evalstream wrote before it followed the Avro specification (header bytes
+    /// in wire order, as `xxd` shows them), for every schema whose fingerprint changed: records
+    /// carrying them are in topics and archives, so they must keep decoding. Pinned here, not
+    /// recomputed, so that an apache-avro upgrade that changes `canonical_form()` is noticed.
+    /// Schemas changed since are named by their history file (the version those records have).
+    const LEGACY: [(&str, &str); 9] = [
+        ("evalstream/alloc/AllocationRequest.avsc", "150485d40522cffb"),
+        ("history/evalstream.alloc.AllocationStateChanged/v1.avsc", "4c3923bc73bd7bca"),
+        ("evalstream/audit/AuditEvent.avsc", "62bcd1ea788a716d"),
+        ("evalstream/audit/ChainRecord.avsc", "c57bf644751d910c"),
+        ("history/evalstream.eval.EvalSubmission/v1.avsc", "1dd27bc0c52401b9"),
+        ("history/evalstream.eval.PromotionOutcome/v1.avsc", "07600bf42b54b764"),
+        ("evalstream/eval/PromotionRequest.avsc", "1e147c8ec1b484a2"),
+        ("evalstream/finance/FinanceSettlement.avsc", "135faf68eb89b0af"),
+        ("evalstream/policy/PolicyDecision.avsc", "573a7db455de581b"),
+    ];
+
+    #[test]
+    fn legacy_fingerprints_still_name_their_schema() {
+        let store = SchemaStore::bundled().unwrap();
+        for (path, wire) in LEGACY {
+            let bytes: Vec<u8> = (0..16)
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&wire[i..i + 2], 16).unwrap())
+                .collect();
+            let legacy = u64::from_le_bytes(bytes.try_into().unwrap());
+            let stored = store.by_fingerprint(legacy).unwrap_or_else(|| panic!("{path}"));
+            assert_eq!(stored.path(), path);
+            assert_eq!(stored.legacy_fingerprint(), legacy, "{path}");
+            assert_ne!(stored.fingerprint(), legacy, "{path}: the spec's differs");
+        }
+        // Without logical types both are the same number.
+        let totals = store.current("evalstream.runtime.TotalsInput").unwrap();
+        assert_eq!(totals.fingerprint(), totals.legacy_fingerprint());
     }
 
     #[test]

@@ -46,6 +46,29 @@ fn single_object_round_trip_for_every_schema() {
 }
 
 #[test]
+fn records_written_with_the_legacy_fingerprint_still_decode() {
+    // Before the codec followed the Avro specification it wrote apache-avro's fingerprint, which
+    // differs for schemas with logical types (AuditEvent: occurred_at is timestamp-millis).
+    // Such records are in topics already; they decode into the same schema, and new records
+    // carry the spec's fingerprint.
+    let codec = codec();
+    let name = "evalstream.audit.AuditEvent";
+    let stored = codec.store().current(name).unwrap();
+    assert_ne!(stored.fingerprint(), stored.legacy_fingerprint());
+    let example = example_value(stored.schema());
+    let mut bytes = codec.encode("audit.events", name, &example).unwrap();
+    assert_eq!(bytes[2..10], stored.fingerprint().to_le_bytes(), "encode writes the spec's");
+    bytes[2..10].copy_from_slice(&stored.legacy_fingerprint().to_le_bytes());
+    let decoded = codec.decode(&bytes).unwrap();
+    assert_eq!(decoded.schema_name, name);
+    assert_eq!(decoded.value, example);
+    assert_eq!(
+        decoded.format,
+        WireFormat::SingleObject { fingerprint: stored.legacy_fingerprint() }
+    );
+}
+
+#[test]
 fn known_bytes_for_a_small_record() {
     // TotalsInput{key:"k", amount:3, payload:""}: string "k" = len 1 (zigzag 0x02) + 0x6b,
     // long 3 = zigzag 0x06, empty string = 0x00.

@@ -18,10 +18,10 @@ use std::fmt;
 use apache_avro::schema::{Name, RecordSchema, UnionSchema};
 use apache_avro::types::Value;
 use apache_avro::Schema;
-use base64::Engine as _;
 use serde_json::Value as Json;
 
 use super::error::CodecError;
+use crate::time;
 
 /// Named types (records, enums, fixed) of a schema by full name, so that a `Schema::Ref` (the
 /// second use of a named type inside one schema, e.g. `AllocationState` in `from_state` and
@@ -63,7 +63,7 @@ impl Names {
         }
     }
 
-    fn lookup(&self, name: &Name, ns: Option<&str>) -> Option<&Schema> {
+    pub(crate) fn lookup(&self, name: &Name, ns: Option<&str>) -> Option<&Schema> {
         self.0.get(&name.fullname(ns))
     }
 }
@@ -526,7 +526,9 @@ impl JsonReader<'_> {
                 Value::Record(out)
             }
             Schema::Date => Value::Date(match j {
-                Json::String(s) => parse_date(s)
+                Json::String(s) => time::parse_date(s)
+                    .ok()
+                    .and_then(|d| i32::try_from(d).ok())
                     .ok_or_else(|| Mismatch::new(path, format!("invalid date {s:?}")))?,
                 _ => self.int(j, path).ok_or_else(wrong)??,
             }),
@@ -588,11 +590,7 @@ impl JsonReader<'_> {
             (Json::String(s), Mode::Friendly) => Some(Ok(s.as_bytes().to_vec())),
             (Json::Object(o), _) if o.len() == 1 => {
                 let b64 = o.get("base64")?.as_str()?;
-                Some(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(b64)
-                        .map_err(|e| Mismatch::new(path, format!("invalid base64: {e}"))),
-                )
+                Some(crate::b64::decode(b64).map_err(|e| Mismatch::new(path, e.to_string())))
             }
             _ => None,
         }
@@ -605,8 +603,8 @@ impl JsonReader<'_> {
                 Mismatch::new(path, format!("timestamp {n} is not an integer in range"))
             }),
             Json::String(s) => {
-                let (secs, nanos) = parse_rfc3339(s).ok_or_else(|| {
-                    Mismatch::new(path, format!("invalid RFC 3339 timestamp {s:?}"))
+                let (secs, nanos) = time::parse_rfc3339(s).map_err(|e| {
+                    Mismatch::new(path, format!("invalid RFC 3339 timestamp {s:?}: {}", e.reason))
                 })?;
                 let scale = 10i64.pow(digits);
                 secs.checked_mul(scale)
@@ -681,10 +679,7 @@ impl JsonReader<'_> {
 pub fn avro_to_json(value: &Value) -> Json {
     let b64 = |b: &[u8]| {
         let mut o = serde_json::Map::new();
-        o.insert(
-            "base64".into(),
-            Json::String(base64::engine::general_purpose::STANDARD.encode(b)),
-        );
+        o.insert("base64".into(), Json::String(crate::b64::encode(b)));
         Json::Object(o)
     };
     let float = |f: f64| {
@@ -816,100 +811,6 @@ impl Examples {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        _ => 28,
-    }
-}
-
-/// Parses a fixed-width run of ASCII digits.
-fn digits(s: &[u8]) -> Option<u32> {
-    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    s.iter().try_fold(0u32, |acc, d| acc.checked_mul(10)?.checked_add(u32::from(d - b'0')))
-}
-
-/// `YYYY-MM-DD` → (year, month, day), validated.
-fn parse_ymd(s: &[u8]) -> Option<(i64, u32, u32)> {
-    if s.len() != 10 || s[4] != b'-' || s[7] != b'-' {
-        return None;
-    }
-    let (y, m, d) = (i64::from(digits(&s[0..4])?), digits(&s[5..7])?, digits(&s[8..10])?);
-    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
-        return None;
-    }
-    Some((y, m, d))
-}
-
-/// Days since the epoch of an ISO 8601 calendar date `YYYY-MM-DD`.
-fn parse_date(s: &str) -> Option<i32> {
-    let (y, m, d) = parse_ymd(s.as_bytes())?;
-    i32::try_from(days_from_civil(y, m, d)).ok()
-}
-
-/// Parses an RFC 3339 date-time (`2024-05-01T12:00:00.5+02:00`, `...Z`; `t`, `z` and a space
-/// separator accepted) into seconds since the epoch and nanoseconds. Leap seconds are rejected:
-/// Avro timestamps have no representation for them.
-pub(crate) fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
-    let b = s.as_bytes();
-    if b.len() < 20 || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let (y, mo, d) = parse_ymd(&b[..10])?;
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (h, mi, sec) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
-    if h > 23 || mi > 59 || sec > 59 {
-        return None;
-    }
-    let mut rest = &b[19..];
-    let mut nanos = 0u32;
-    if let Some(frac) = rest.strip_prefix(b".") {
-        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
-        if n == 0 {
-            return None;
-        }
-        for (i, c) in frac[..n].iter().enumerate().take(9) {
-            nanos += u32::from(c - b'0') * 10u32.pow(8 - i as u32);
-        }
-        rest = &frac[n..];
-    }
-    let offset = match rest {
-        [b'Z' | b'z'] => 0i64,
-        [sign @ (b'+' | b'-'), oh1, oh2, b':', om1, om2] => {
-            let (oh, om) = (digits(&[*oh1, *oh2])?, digits(&[*om1, *om2])?);
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let o = i64::from(oh * 3600 + om * 60);
-            if *sign == b'-' {
-                -o
-            } else {
-                o
-            }
-        }
-        _ => return None,
-    };
-    let secs = days_from_civil(y, mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + sec) - offset;
-    Some((secs, nanos))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -938,35 +839,6 @@ mod tests {
         {"name":"blob","type":"bytes","default":"\u00ff"},
         {"name":"labels","type":{"type":"map","values":"string"},"default":{}}
     ]}"#;
-
-    #[test]
-    fn rfc3339_known_answers() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some((0, 0)));
-        assert_eq!(parse_rfc3339("2023-11-14T22:13:20Z"), Some((1_700_000_000, 0)));
-        assert_eq!(
-            parse_rfc3339("2023-11-15T00:13:20.5+02:00"),
-            Some((1_700_000_000, 500_000_000))
-        );
-        assert_eq!(parse_rfc3339("1969-12-31t23:59:59.999999999z"), Some((-1, 999_999_999)));
-        // 2024-02-29 is day 19782 (1_709_164_800 s); 12:00 at -01:30 is 13:30 UTC.
-        assert_eq!(parse_rfc3339("2024-02-29 12:00:00-01:30"), Some((1_709_213_400, 0)));
-        for bad in [
-            "2023-02-29T00:00:00Z",
-            "2023-11-14T24:00:00Z",
-            "2023-11-14T22:13:60Z",
-            "2023-11-14T22:13:20",
-            "2023-11-14T22:13:20.Z",
-            "2023-11-14",
-            "",
-            "x",
-            "2023-11-14T22:13:20+2:00",
-            "２０２３-11-14T22:13:20Z",
-        ] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
-        }
-        assert_eq!(parse_date("1970-01-02"), Some(1));
-        assert_eq!(parse_date("1969-12-31"), Some(-1));
-    }
 
     #[test]
     fn json_fills_defaults_and_picks_union_branches() {

@@ -29,7 +29,7 @@ use super::{Core, EngineConsumer, OpenTxn, Poison, Recovery, TxnCounts};
 use crate::error::{classify_kafka, Disposition, RuntimeError};
 use crate::headers;
 use crate::processor::Processor;
-use crate::progress::{ProgressMarker, ProgressRef, PROGRESS_MARKER_SCHEMA};
+use crate::progress::{ProgressMarker, ProgressPosition, ProgressRef};
 use crate::state;
 
 /// Timeout for blocking transaction calls.
@@ -179,12 +179,19 @@ impl<P: Processor> Core<P> {
                 txn: txn_id.clone(),
                 instance: self.cfg.instance_id.clone(),
                 commit_seq: self.commit_seq.get(p).copied().unwrap_or(0) + 1,
-                positions: positions.get(p).cloned().unwrap_or_default(),
+                positions: positions
+                    .get(p)
+                    .into_iter()
+                    .flatten()
+                    .map(|(topic, next)| ProgressPosition {
+                        topic: topic.clone(),
+                        next_offset: *next,
+                    })
+                    .collect(),
             };
-            let bytes =
-                self.codec.encode(&changelog, PROGRESS_MARKER_SCHEMA, &marker.to_avro()).map_err(
-                    |e| RuntimeError::Encode { topic: changelog.clone(), message: e.to_string() },
-                )?;
+            let bytes = self.codec.encode_record(&changelog, &marker).map_err(|e| {
+                RuntimeError::Encode { topic: changelog.clone(), message: e.to_string() }
+            })?;
             let h = OwnedHeaders::new()
                 .insert(text(headers::TXN, &txn_id))
                 .insert(text(headers::PROGRESS, &self.progress_ref(*p)));

@@ -181,7 +181,7 @@ struct Core<P: Processor> {
     positions: HashMap<(String, i32), Position>,
     committed: HashMap<(String, i32), Position>,
     /// Last committed commit sequence per partition (see [`crate::progress`]).
-    commit_seq: HashMap<i32, u64>,
+    commit_seq: HashMap<i32, i64>,
     /// Retry partitions paused until a due time.
     paused: HashMap<(String, i32), Instant>,
     /// Inputs (`evalstream.source`) whose outputs were refused in a transaction with other

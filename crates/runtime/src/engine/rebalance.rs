@@ -16,7 +16,7 @@ use tracing::{debug, error, info, warn};
 use super::restore::{restore_changelog, start_position, Restored};
 use super::{lock, Core, EngineConsumer, Position, Recovery};
 use crate::error::RuntimeError;
-use crate::processor::Processor;
+use crate::processor::{Processor, State};
 
 /// Consumer context: rebalance handling and statistics.
 pub(super) struct EngineContext<P: Processor> {
@@ -220,13 +220,14 @@ impl<P: Processor> Core<P> {
         for p in &partitions {
             let Restored { mut state, positions, commit_seq } =
                 restored.remove(p).unwrap_or_default();
-            let hint = self.processor.on_assign(*p, &mut state, &self.reader).map_err(|e| {
-                RuntimeError::Restore {
+            let hint = self
+                .processor
+                .on_assign(*p, &mut State::new(&mut state), &self.reader)
+                .map_err(|e| RuntimeError::Restore {
                     topic: self.names.changelog.clone(),
                     partition: *p,
                     message: format!("processor restore: {e}"),
-                }
-            })?;
+                })?;
             for (logical, next) in hint {
                 hints.insert((self.names.physical(&logical), *p), next);
             }

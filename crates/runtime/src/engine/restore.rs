@@ -27,6 +27,8 @@ use crate::config::CommittedView;
 use crate::error::RuntimeError;
 use crate::headers;
 use crate::progress::ProgressMarker;
+#[cfg(test)]
+use crate::progress::ProgressPosition;
 use crate::reader::{CommittedReader, PartitionRead};
 use crate::state::{self, ChangelogKey, StateView};
 
@@ -40,7 +42,7 @@ pub struct Restored {
     /// Next offset per physical input topic, from the last accepted marker.
     pub positions: BTreeMap<String, i64>,
     /// The partition's commit sequence (last accepted marker's).
-    pub commit_seq: u64,
+    pub commit_seq: i64,
 }
 
 /// Reads `changelog` partitions `partitions` to their end with one reader and rebuilds what each
@@ -157,8 +159,8 @@ impl RestoreFold {
                 }
             }
         }
-        for (topic, next) in m.positions {
-            self.restored.positions.insert(topic, next);
+        for p in m.positions {
+            self.restored.positions.insert(p.topic, p.next_offset);
         }
         self.restored.commit_seq = self.restored.commit_seq.max(m.commit_seq);
     }
@@ -191,13 +193,16 @@ impl RestoreFold {
 mod tests {
     use super::*;
 
-    fn marker(txn: &str, seq: u64, next: i64) -> ProgressMarker {
+    fn marker(txn: &str, seq: i64, next: i64) -> ProgressMarker {
         ProgressMarker {
             partition: 0,
             txn: txn.into(),
             instance: "i".into(),
             commit_seq: seq,
-            positions: vec![("in".into(), next), ("in.retry".into(), 3)],
+            positions: vec![
+                ProgressPosition { topic: "in".into(), next_offset: next },
+                ProgressPosition { topic: "in.retry".into(), next_offset: 3 },
+            ],
         }
     }
 

@@ -198,7 +198,7 @@ mod tests {
         assert_eq!(edges, expected);
         // Spot-check one known edge of each kind against the contract names.
         assert!(edges.contains(&e("policy.decisions", "solid", "policy")));
-        assert!(edges.contains(&e("policy", "retry", "policy.decisions.retry")));
+        assert!(edges.contains(&e("settlement", "retry", "finance.settlements.retry")));
         assert!(edges.contains(&e("settlement", "dlq", "finance.settlements.dlq")));
         assert!(edges.contains(&e("audit-chain", "solid", "audit.chain")));
     }
@@ -225,7 +225,7 @@ mod tests {
         for topic in t.topics() {
             assert!(text.contains(&topic.name), "{}", topic.name);
         }
-        assert!(text.contains("retry policy.decisions.retry"));
+        assert!(text.contains("retry finance.settlements.retry"));
         assert!(text.contains("forever"));
         assert!(text.contains("30d"));
     }

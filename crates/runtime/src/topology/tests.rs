@@ -129,26 +129,44 @@ fn bundled_topology_keeps_the_contract_names() {
         io("submissions"),
         (
             vec!["eval.submissions"],
-            vec!["eval.promotion-requests", "alloc.requests", "audit.events"]
+            vec![
+                "eval.submissions.accepted",
+                "eval.promotion-requests",
+                "alloc.requests",
+                "audit.events"
+            ]
         )
     );
     assert_eq!(
         io("policy"),
         (
-            vec!["policy.decisions", "eval.promotion-requests", "alloc.requests"],
-            vec!["eval.promotions", "alloc.state", "audit.events"]
+            vec![
+                "policy.decisions",
+                "eval.promotion-requests",
+                "alloc.requests",
+                "evalstream.switches"
+            ],
+            vec!["eval.promotions", "alloc.state", "alloc.corrections", "audit.events"]
         )
     );
     assert_eq!(
         io("settlement"),
-        (vec!["finance.settlements", "alloc.state"], vec!["alloc.state", "audit.events"])
+        (
+            vec!["finance.settlements", "alloc.state", "alloc.corrections", "evalstream.switches"],
+            vec!["alloc.state", "audit.events"]
+        )
     );
     assert_eq!(io("audit-chain"), (vec!["audit.events"], vec!["audit.chain"]));
     assert_eq!(io("audit-verifier"), (vec!["audit.chain"], vec!["audit.verifications"]));
     assert_eq!(io("totals"), (vec!["totals.input"], vec!["totals.output"]));
 
     let retry = |p: &str, i: &str| t.processor(p).unwrap().input(i).unwrap().retry.clone();
-    assert_eq!(retry("policy", "policy.decisions").as_deref(), Some("policy.decisions.retry"));
+    // A decision that arrives before its request waits in the policy processor's state.
+    assert_eq!(retry("policy", "policy.decisions"), None);
+    assert_eq!(
+        retry("settlement", "alloc.corrections").as_deref(),
+        Some("alloc.corrections.retry")
+    );
     assert_eq!(
         retry("settlement", "finance.settlements").as_deref(),
         Some("finance.settlements.retry")
@@ -162,7 +180,10 @@ fn bundled_topology_keeps_the_contract_names() {
         ("eval.promotions", "evalstream.eval.PromotionOutcome"),
         ("alloc.requests", "evalstream.alloc.AllocationRequest"),
         ("policy.decisions", "evalstream.policy.PolicyDecision"),
-        ("policy.decisions.retry", "evalstream.policy.PolicyDecision"),
+        ("alloc.corrections", "evalstream.alloc.AllocationCorrection"),
+        ("alloc.corrections.retry", "evalstream.alloc.AllocationCorrection"),
+        ("evalstream.switches", "evalstream.control.Switch"),
+        ("eval.submissions.accepted", "evalstream.eval.EvalSubmission"),
         ("alloc.state", "evalstream.alloc.AllocationStateChanged"),
         ("finance.settlements", "evalstream.finance.FinanceSettlement"),
         ("finance.settlements.retry", "evalstream.finance.FinanceSettlement"),
