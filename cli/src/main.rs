@@ -7,6 +7,7 @@
 mod audit_gauges;
 mod cmd;
 mod processors;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

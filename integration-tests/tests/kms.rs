@@ -11,11 +11,11 @@
 
 mod common;
 
-use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use common::kms::{create_key, moto_url, public_key, Forwarder, REGION};
 use evalstream_audit::signer::kms::aws_sdk_kms;
 use evalstream_audit::signer::{
     build_signer, verify_signature, KmsConfig, KmsSigner, SignError, Signer, SignerConfig,
@@ -23,14 +23,7 @@ use evalstream_audit::signer::{
 };
 use evalstream_audit::trust::{SignerEntry, SignerRegistry};
 
-use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
-
-const REGION: &str = "us-east-1";
-
-fn moto_url() -> String {
-    std::env::var("MOTO_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".into())
-}
 
 /// Dummy credentials for the SDK's default chain (environment first), set exactly once before
 /// any test touches the network, and a check that moto answers.
@@ -53,49 +46,6 @@ fn setup() -> String {
         panic!("moto is not reachable at {url} ({e}); start it with `deploy/local/moto.sh start`");
     }
     url
-}
-
-/// An SDK client straight at moto, for what the signer does not do (create keys).
-fn admin(runtime: &tokio::runtime::Runtime, url: &str) -> aws_sdk_kms::Client {
-    let _guard = runtime.enter();
-    let config = aws_sdk_kms::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .endpoint_url(url)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-        .build();
-    aws_sdk_kms::Client::from_conf(config)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-/// Creates a key on moto and returns its id.
-fn create_key(url: &str, spec: KeySpec, usage: KeyUsageType) -> String {
-    let runtime = runtime();
-    let client = admin(&runtime, url);
-    let out = runtime
-        .block_on(
-            client
-                .create_key()
-                .key_spec(spec)
-                .key_usage(usage)
-                .description("evalstream kms.rs")
-                .send(),
-        )
-        .expect("CreateKey on moto");
-    out.key_metadata().expect("key metadata").key_id().to_string()
-}
-
-/// The key's public key (SPKI DER) straight from the SDK, independent of the signer.
-fn public_key(url: &str, key_id: &str) -> Vec<u8> {
-    let runtime = runtime();
-    let client = admin(&runtime, url);
-    let out = runtime
-        .block_on(client.get_public_key().key_id(key_id).send())
-        .expect("GetPublicKey on moto");
-    out.public_key().expect("public key").as_ref().to_vec()
 }
 
 fn kms_config(url: &str, key_id: &str) -> KmsConfig {
@@ -245,8 +195,7 @@ fn a_disabled_key_is_a_permanent_failure() {
     config.kid = Some("kms:disabled".into());
     let signer = KmsSigner::new(config).unwrap();
     signer.sign(b"before").unwrap();
-    let runtime = runtime();
-    runtime.block_on(admin(&runtime, &url).disable_key().key_id(&key_id).send()).unwrap();
+    common::kms::disable_key(&url, &key_id);
     // DescribeKey reports the state; readiness and start-up use it. (moto still signs with a
     // disabled key, where AWS answers DisabledException, a permanent failure: see the unit
     // tests of the classification in the signer.)
@@ -279,72 +228,13 @@ fn signs_when_called_from_inside_a_tokio_runtime() {
     });
 }
 
-/// A loopback TCP forwarder in front of moto that a test can take down and bring back: an
-/// outage of *this* test's KMS path only, while moto keeps its keys and the other tests run on.
-struct Outage {
-    url: String,
-    mode: Arc<AtomicU8>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-const UP: u8 = 0;
-/// New connections are closed at once and open ones are cut (connection refused / reset).
-const DOWN: u8 = 1;
-/// New connections are accepted and never answered (a KMS that hangs).
-const HANG: u8 = 2;
-
-impl Outage {
-    fn start(moto: &str) -> Outage {
-        let target = moto.trim_start_matches("http://").trim_end_matches('/').to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let mode = Arc::new(AtomicU8::new(UP));
-        let open = Arc::new(Mutex::new(Vec::new()));
-        let (mode_t, open_t) = (mode.clone(), open.clone());
-        // Lives until the test process exits.
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                match mode_t.load(Ordering::SeqCst) {
-                    DOWN => drop(client),
-                    HANG => open_t.lock().unwrap().push(client),
-                    _ => {
-                        let Ok(server) = TcpStream::connect(&target) else { continue };
-                        let mut open = open_t.lock().unwrap();
-                        open.push(client.try_clone().unwrap());
-                        open.push(server.try_clone().unwrap());
-                        pump(client.try_clone().unwrap(), server.try_clone().unwrap());
-                        pump(server, client);
-                    }
-                }
-            }
-        });
-        Outage { url, mode, open }
-    }
-
-    fn set(&self, mode: u8) {
-        self.mode.store(mode, Ordering::SeqCst);
-        if mode != UP {
-            // Cut pooled connections too, or the client would keep talking through them.
-            for stream in self.open.lock().unwrap().drain(..) {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
-        }
-    }
-}
-
-fn pump(mut from: TcpStream, mut to: TcpStream) {
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from, &mut to);
-        let _ = to.shutdown(Shutdown::Write);
-    });
-}
-
 #[test]
 fn an_outage_is_transient_and_the_same_signer_signs_again_afterwards() {
     let moto = setup();
     let key_id = create_key(&moto, KeySpec::EccNistP256, KeyUsageType::SignVerify);
     let der = public_key(&moto, &key_id);
-    let outage = Outage::start(&moto);
+    // This test's KMS path only: moto keeps its keys and the other tests run on.
+    let outage = Forwarder::start(&moto);
     let config = SignerConfig {
         require_kms: true,
         kms_key_id: Some(key_id.clone()),
@@ -357,8 +247,12 @@ fn an_outage_is_transient_and_the_same_signer_signs_again_afterwards() {
     let signer = build_signer(&config).unwrap().signer;
     signer.sign(b"checkpoint 1").unwrap();
 
-    for (mode, what) in [(DOWN, "refused"), (HANG, "hanging")] {
-        outage.set(mode);
+    for what in ["refused", "hanging"] {
+        if what == "refused" {
+            outage.cut();
+        } else {
+            outage.hang();
+        }
         let started = Instant::now();
         let err = signer.sign(b"checkpoint 2").unwrap_err();
         let elapsed = started.elapsed();
@@ -368,7 +262,7 @@ fn an_outage_is_transient_and_the_same_signer_signs_again_afterwards() {
     }
 
     // KMS is back: the checkpoint that waited as pending_signature is signed now.
-    outage.set(UP);
+    outage.restore();
     let signature = signer.sign(b"checkpoint 2").unwrap();
     verify_signature(ALGORITHM_ECDSA_P256_SHA256, &der, b"checkpoint 2", &signature).unwrap();
     signer.check().unwrap();
@@ -417,7 +311,7 @@ fn audit_chain_signs_with_kms_and_signs_pending_checkpoints_after_an_outage() {
 
     let moto = setup();
     let key_id = create_key(&moto, KeySpec::EccNistP256, KeyUsageType::SignVerify);
-    let outage = Outage::start(&moto);
+    let outage = Forwarder::start(&moto);
     let prefix = format!("{}.", it::unique_name("akms"));
     for t in ["audit.events", "audit.chain", "audit.verifications"] {
         it::create_topic(&format!("{prefix}{t}"), 2);
@@ -469,7 +363,7 @@ fn audit_chain_signs_with_kms_and_signs_pending_checkpoints_after_an_outage() {
         });
     };
     produce(0..600);
-    outage.set(DOWN);
+    outage.cut();
     produce(600..1200);
     std::thread::sleep(Duration::from_secs(2));
     let during = audit::read_chain(&codec, &format!("{prefix}audit.chain"));
@@ -479,21 +373,37 @@ fn audit_chain_signs_with_kms_and_signs_pending_checkpoints_after_an_outage() {
         .filter(|(_, r)| matches!(&r.body, ChainRecordBody::Checkpoint(c) if c.signature.is_none()))
         .count();
     assert!(pending_during > 0, "the outage left no pending_signature checkpoint");
-    let metrics = {
+    let get = |path: &str| {
         use std::io::{Read, Write};
         let mut s = TcpStream::connect(("127.0.0.1", ops)).unwrap();
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
-        out
+        out.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
     };
+    // /ready reports the signer as not ok, and stays ready: the chain keeps hashing.
+    let mut ready = serde_json::Value::Null;
+    it::wait_until("/ready to report the signer outage", Duration::from_secs(30), || {
+        ready = serde_json::from_str(&get("/ready")).unwrap_or_default();
+        ready["dependencies"]["signer"]["ok"] == false
+    });
+    assert_eq!(
+        ready["ready"], true,
+        "a signer outage must not make audit-chain not ready: {ready}"
+    );
+    assert_eq!(ready["dependencies"]["signer"]["affects_readiness"], false, "{ready}");
+    assert!(
+        ready["warnings"][0].as_str().unwrap().starts_with("signer not ok: kid kms-audit"),
+        "{ready}"
+    );
+    let metrics = get("/metrics");
     let failures: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("audit_signing_failures_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(failures >= 1.0, "signing failures not counted:\n{metrics}");
-    outage.set(UP);
+    outage.restore();
     produce(1200..1500);
     std::thread::sleep(Duration::from_secs(4)); // punctuation signs what is still pending
     chain.stop();

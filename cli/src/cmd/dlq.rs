@@ -53,6 +53,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::{json, Value};
 use thiserror::Error;
 
+use crate::progress::{Progress, ProgressArg};
+
 use super::common::{
     bytes_json, emit, ensure_compacted_topic, header_pairs, load_config, owned_headers,
     partition_ids, send_blocking, HeaderList, ReadError, ReadOptions, TopicReader,
@@ -124,6 +126,8 @@ pub struct RequeueArgs {
     /// Longest wait for the broker to deliver the next record, in milliseconds.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_ms: u64,
+    #[command(flatten)]
+    pub progress: ProgressArg,
 }
 
 /// Why a `--offset` value was refused.
@@ -447,10 +451,13 @@ fn requeue(cfg: &RuntimeConfig, args: &RequeueArgs) -> anyhow::Result<ExitCode> 
     };
     let done = read_ledger(cfg, &ledger, timeout)?;
     let mut seen = BTreeSet::new();
+    let mut reading = Progress::new(args.progress.progress, format!("reading {dlq}"), "records");
     let selected = read_dlq(cfg, &dlq, timeout, None, |e| {
         seen.insert((e.dlq_partition, e.dlq_offset));
+        reading.inc(1);
         selection.matches(e)
     })?;
+    reading.finish();
     let missing: Vec<String> =
         selection.offsets.difference(&seen).map(|(p, o)| format!("{p}:{o}")).collect();
     if !missing.is_empty() {
@@ -493,14 +500,18 @@ fn requeue(cfg: &RuntimeConfig, args: &RequeueArgs) -> anyhow::Result<ExitCode> 
     };
 
     let mut requeued = 0u64;
+    let mut progress = Progress::new(args.progress.progress, format!("requeue {dlq}"), "records")
+        .with_total(todo.len() as u64);
     if let Some(producer) = &producer {
         for batch in todo.chunks(REQUEUE_BATCH) {
             match requeue_batch(producer, &dlq, &ledger, batch) {
                 Ok(()) => {
                     requeued += batch.len() as u64;
+                    progress.clear();
                     for item in batch {
                         writeln!(out, "{}", describe(item))?;
                     }
+                    progress.set(requeued);
                 }
                 Err(e) => {
                     writeln!(
@@ -531,6 +542,7 @@ fn requeue(cfg: &RuntimeConfig, args: &RequeueArgs) -> anyhow::Result<ExitCode> 
             writeln!(out, "{}", describe(item))?;
         }
     }
+    progress.finish();
     let summary = if args.dry_run {
         format!(
             "would requeue {}, skipped {skipped} (already requeued), failed {failed}",

@@ -15,6 +15,7 @@ use evalstream_runtime::engine::{self, EngineOptions, FailPoint};
 use evalstream_runtime::metrics::Metrics;
 use evalstream_runtime::ops::{self, Health};
 use evalstream_runtime::processor::Setup;
+use evalstream_runtime::readiness::{self, Checks, RUNTIME_CHECK_INTERVAL};
 use evalstream_runtime::topology::Topology;
 use tracing::{error, info};
 
@@ -36,10 +37,21 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     // topic names (see `Registration::check_topology`): refuse to start instead.
     registration.check_topology(&Topology::bundled()?).map_err(anyhow::Error::msg)?;
     let metrics = Metrics::new(&args.processor);
-    let setup = Setup { config: &cfg, codec: &codec, metrics: &metrics };
+    // The runtime's own dependencies first; the processor adds its own in `build`.
+    let checks = Checks::new();
+    checks
+        .kafka(RUNTIME_CHECK_INTERVAL, readiness::broker_probe(&cfg).map_err(anyhow::Error::msg)?);
+    if let Some(probe) = readiness::schema_registry_probe(&codec) {
+        checks.gating("schema_registry", RUNTIME_CHECK_INTERVAL, probe);
+    }
+    let setup = Setup { config: &cfg, codec: &codec, metrics: &metrics, checks: &checks };
     let processor = registration.instantiate(&setup).map_err(|e| anyhow::anyhow!(e))?;
     let health = Health::with_metrics(&args.processor, metrics.clone());
     let shutdown = Arc::new(AtomicBool::new(false));
+    info!(dependencies = ?checks.describe(), "readiness checks (name, gates readiness)");
+    // Detached: each check ends within its own timeout once `shutdown` is set, and the process
+    // exits right after the engine anyway.
+    drop(checks.start(&health, &shutdown));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

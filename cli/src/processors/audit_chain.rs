@@ -4,10 +4,10 @@
 //! it lives here only until that crate's rewrite (restore from the chain tail) has landed, and
 //! uses nothing but the crate's public API so that it moves as is.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use evalstream_audit::signer::{build_signer, SignerConfig};
+use evalstream_audit::signer::{build_signer, SignError, Signer, SignerConfig};
 use evalstream_audit_chain::{AuditChain, ChainSettings, INPUT, OUTPUT};
 use evalstream_runtime::codec::Codec;
 use evalstream_runtime::config::RuntimeConfig;
@@ -17,7 +17,9 @@ use tracing::info;
 use crate::audit_gauges::PendingSignatures;
 
 /// `audit-chain`. Settings: `[processor] checkpoint_every` (1000), `dedup_window` (10000),
-/// `punctuate_ms` (1000); the signer from the environment (docs/signing.md).
+/// `punctuate_ms` (1000); the signer from the environment (docs/signing.md). `/ready` reports the
+/// dependency `signer` (see [`SignerHealth`]); reported, not gating: a chain that cannot sign
+/// keeps hashing and leaves checkpoints pending (docs/operations.md#readiness).
 pub const REGISTRATION: Registration =
     Registration { name: "audit-chain", inputs: &[INPUT], outputs: &[OUTPUT], build };
 
@@ -37,9 +39,13 @@ fn build(setup: &Setup<'_>) -> Result<Box<dyn Processor>, BuildError> {
         "audit_signing_failures_total",
         "Checkpoint signing attempts that failed (the runbook's SIGNING_FAILURE)",
     );
-    let hook: evalstream_audit_chain::FailureHook = Arc::new(move |_e| {
+    let signer_health = Arc::new(SignerHealth::new(Arc::clone(&choice.signer), &choice.detail));
+    let seen = Arc::clone(&signer_health);
+    let hook: evalstream_audit_chain::FailureHook = Arc::new(move |e| {
         failures.inc();
+        seen.signing_failed(e);
     });
+    setup.checks.reported("signer", SIGNER_REPORT_INTERVAL, move || signer_health.check());
     setup
         .metrics
         .gauge(
@@ -49,6 +55,75 @@ fn build(setup: &Setup<'_>) -> Result<Box<dyn Processor>, BuildError> {
         .set(i64::from(choice.emergency));
     let chain = AuditChain::new(settings, Some(choice.signer), Some(hook));
     Ok(Box::new(PendingSignatures::new(chain, OUTPUT, setup.metrics)))
+}
+
+/// How often `/ready`'s signer check asks the signer whether it could sign (KMS: DescribeKey and
+/// GetPublicKey, two cheap calls; never a Sign).
+const SIGNER_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How often the signer dependency is re-evaluated from the last check and the last signing
+/// attempt (no call to the signer unless [`SIGNER_CHECK_INTERVAL`] has passed), so that a failed
+/// Sign shows in `/ready` within seconds.
+const SIGNER_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The signer as `/ready` reports it: whether the key is usable now ([`Signer::check`]) and
+/// whether the last signing attempt failed recently. Both matter: DescribeKey can succeed while
+/// Sign is throttled or denied, and Sign is only attempted when there is something to sign, so
+/// an idle chain learns of an outage only from the check.
+pub struct SignerHealth {
+    signer: Arc<dyn Signer>,
+    detail: String,
+    /// When signing last failed, and why.
+    last_failure: Mutex<Option<(Instant, String)>>,
+    /// When the signer was last asked, and its answer.
+    last_check: Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl SignerHealth {
+    /// How long a signing failure keeps the dependency not ok after it happened (the chain
+    /// retries within 30 s, so a live outage keeps refreshing it).
+    const FAILURE_MEMORY: Duration = Duration::from_secs(60);
+
+    fn new(signer: Arc<dyn Signer>, detail: &str) -> Self {
+        SignerHealth {
+            signer,
+            detail: detail.to_owned(),
+            last_failure: Mutex::new(None),
+            last_check: Mutex::new(None),
+        }
+    }
+
+    fn signing_failed(&self, e: &SignError) {
+        *self.last_failure.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((Instant::now(), e.to_string()));
+    }
+
+    fn check(&self) -> evalstream_runtime::readiness::CheckResult {
+        let kid = self.signer.kid();
+        let checked = {
+            let mut last = self.last_check.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*last {
+                Some((at, result)) if at.elapsed() < SIGNER_CHECK_INTERVAL => result.clone(),
+                _ => {
+                    let result = self.signer.check().map_err(|e| e.to_string());
+                    *last = Some((Instant::now(), result.clone()));
+                    result
+                }
+            }
+        };
+        if let Err(e) = checked {
+            return Err(format!("kid {kid} ({}): {e}", self.detail));
+        }
+        let failure = self.last_failure.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        match failure {
+            Some((at, why)) if at.elapsed() < Self::FAILURE_MEMORY => Err(format!(
+                "kid {kid} ({}): key usable, but signing failed {} s ago: {why}",
+                self.detail,
+                at.elapsed().as_secs()
+            )),
+            _ => Ok(format!("kid {kid} ({}): key usable", self.detail)),
+        }
+    }
 }
 
 /// Records the switch to the emergency signing proxy as an `audit.emergency_signer` event in

@@ -34,6 +34,7 @@ pub mod ops;
 pub mod processor;
 pub mod progress;
 pub mod reader;
+pub mod readiness;
 pub mod record;
 pub mod state;
 pub mod telemetry;

@@ -17,8 +17,20 @@
 //!
 //! `/ready` answers "is this instance doing its job right now?". It is 200 only when
 //! Kafka is reachable, the instance has received its assignment, no state restore is in progress,
-//! every registered dependency is ok, and the loop has not stopped. Anything else is 503 with
+//! every *gating* dependency is ok, and the loop has not stopped. Anything else is 503 with
 //! `reasons` saying why.
+//!
+//! *Gating and reported dependencies.* A dependency without which the instance cannot process its
+//! inputs at all (the schema registry, when one is configured) gates readiness. A dependency whose
+//! outage the instance rides out while still doing its job is only *reported*: its check is in the
+//! body and in `warnings`, but `ready` stays true. The audit chain keeps hashing and leaves
+//! checkpoints `pending_signature` while KMS is down; the policy gate keeps failing closed while
+//! SentinelNet is silent; settlement keeps its allocations in `pending_finance` while Finance is
+//! silent. Making those instances not-ready would change nothing Kubernetes can act on (no traffic
+//! is routed to them; restarting is liveness' business, and would not help), but it would stall a
+//! StatefulSet rollout — including the one that carries the runbook's fix, such as setting
+//! `SIGNING_PROXY_URL` — and page twice for one cause. Their own alerts page instead
+//! (deploy/prometheus/alerts.yml). `docs/operations.md#readiness` has the table.
 //!
 //! *Zero partitions is ready.* A group with more members than partitions leaves some members with
 //! nothing to do. They are healthy standbys that take over on the next rebalance; if they reported
@@ -82,11 +94,13 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 struct Check {
     ok: bool,
     detail: String,
+    /// Whether a failure makes the instance not ready (else it is only reported).
+    gates: bool,
 }
 
 impl Check {
     fn to_json(&self) -> Value {
-        json!({ "ok": self.ok, "detail": self.detail })
+        json!({ "ok": self.ok, "detail": self.detail, "affects_readiness": self.gates })
     }
 }
 
@@ -135,7 +149,7 @@ impl Health {
             processor: processor.to_owned(),
             started: Instant::now(),
             state: Mutex::new(State {
-                kafka: Check { ok: false, detail: "not connected yet".to_owned() },
+                kafka: Check { ok: false, detail: "not connected yet".to_owned(), gates: true },
                 assigned_partitions: None,
                 restoring: false,
                 dependencies: BTreeMap::new(),
@@ -149,7 +163,7 @@ impl Health {
     /// Records whether the brokers are reachable (e.g. from a metadata call or the client's error
     /// callback). `detail` is shown to the operator: a broker list, or the error.
     pub fn set_kafka(&self, ok: bool, detail: &str) {
-        self.update(|s| s.kafka = Check { ok, detail: detail.to_owned() });
+        self.update(|s| s.kafka = Check { ok, detail: detail.to_owned(), gates: true });
     }
 
     /// Records the number of partitions assigned after a rebalance. Call it when an assignment
@@ -170,12 +184,24 @@ impl Health {
         self.update(|s| s.restoring = restoring);
     }
 
-    /// Registers or updates an external dependency (schema registry, signer/KMS, policy feed…).
-    /// Once registered, a dependency counts towards readiness until the process exits, so a
-    /// processor should register every dependency it has at start-up, even before its first check.
+    /// Registers or updates a *gating* dependency (one without which the instance cannot process
+    /// its inputs, e.g. the schema registry): while it is not ok, the instance is not ready.
+    /// Once registered, a dependency counts until the process exits, so register every dependency
+    /// at start-up, even before its first check ([`crate::readiness`] does).
     pub fn set_dependency(&self, name: &str, ok: bool, detail: &str) {
         self.update(|s| {
-            s.dependencies.insert(name.to_owned(), Check { ok, detail: detail.to_owned() });
+            s.dependencies
+                .insert(name.to_owned(), Check { ok, detail: detail.to_owned(), gates: true });
+        });
+    }
+
+    /// Registers or updates a *reported* dependency (signer/KMS, policy feed, Finance): shown in
+    /// `dependencies` and, while not ok, in `warnings`, but readiness does not depend on it (see
+    /// the module docs for why).
+    pub fn report_dependency(&self, name: &str, ok: bool, detail: &str) {
+        self.update(|s| {
+            s.dependencies
+                .insert(name.to_owned(), Check { ok, detail: detail.to_owned(), gates: false });
         });
     }
 
@@ -216,7 +242,9 @@ impl Health {
     ///   "kafka": {"ok": true, "detail": "127.0.0.1:9092"},
     ///   "state": {"ok": false, "restoring": true},
     ///   "assignment": {"ok": true, "assigned_partitions": 2},
-    ///   "dependencies": {"schema_registry": {"ok": true, "detail": "…"}} }
+    ///   "dependencies": {"schema_registry": {"ok": true, "detail": "…", "affects_readiness": true},
+    ///                    "signer": {"ok": false, "detail": "…", "affects_readiness": false}},
+    ///   "warnings": ["signer not ok: …"] }
     /// ```
     ///
     /// Dependencies are nested under `dependencies` rather than spread at the top level, so that a
@@ -254,8 +282,9 @@ impl Health {
             "processor": self.processor,
             "ready": ready,
             "reasons": reasons,
+            "warnings": warnings(&s),
             "mode": s.mode,
-            "kafka": s.kafka.to_json(),
+            "kafka": { "ok": s.kafka.ok, "detail": s.kafka.detail },
             "state": { "ok": !s.restoring, "restoring": s.restoring },
             "assignment": assignment,
             "dependencies": dependencies,
@@ -311,11 +340,20 @@ fn not_ready_reasons(s: &State) -> Vec<String> {
         reasons.push("state restore in progress".to_owned());
     }
     for (name, check) in &s.dependencies {
-        if !check.ok {
+        if check.gates && !check.ok {
             reasons.push(format!("{name} unavailable: {}", check.detail));
         }
     }
     reasons
+}
+
+/// The reported (non-gating) dependencies that are not ok, one line each.
+fn warnings(s: &State) -> Vec<String> {
+    s.dependencies
+        .iter()
+        .filter(|(_, c)| !c.gates && !c.ok)
+        .map(|(name, c)| format!("{name} not ok: {}", c.detail))
+        .collect()
 }
 
 /// A bound but not yet serving ops server. Binding is separate from serving so that start-up fails
@@ -549,13 +587,33 @@ mod tests {
         assert_eq!(
             body["dependencies"],
             json!({
-                "schema_registry": {"ok": true, "detail": "http://registry:8081"},
-                "signer": {"ok": false, "detail": "KMS Sign failed: throttled"},
+                "schema_registry": {"ok": true, "detail": "http://registry:8081", "affects_readiness": true},
+                "signer": {"ok": false, "detail": "KMS Sign failed: throttled", "affects_readiness": true},
             })
         );
         assert_eq!(body["reasons"], json!(["signer unavailable: KMS Sign failed: throttled"]));
         h.set_dependency("signer", true, "kid audit-2025");
         assert!(ready(&h));
+    }
+
+    #[test]
+    fn reported_dependencies_warn_but_keep_readiness() {
+        let h = Health::new("audit-chain");
+        h.set_kafka(true, "ok");
+        h.set_assignment(2);
+        h.report_dependency("signer", false, "KMS DescribeKey failed: unreachable");
+        let (ok, body) = h.ready_report();
+        assert!(ok, "{body}");
+        assert_eq!(body["reasons"], json!([]));
+        assert_eq!(body["warnings"], json!(["signer not ok: KMS DescribeKey failed: unreachable"]));
+        assert_eq!(body["dependencies"]["signer"]["affects_readiness"], false);
+        h.report_dependency("signer", true, "kid k: key usable");
+        assert_eq!(h.ready_report().1["warnings"], json!([]));
+        // A gating failure next to it is what makes it not ready.
+        h.set_dependency("schema_registry", false, "connection refused");
+        let (ok, body) = h.ready_report();
+        assert!(!ok);
+        assert_eq!(body["reasons"], json!(["schema_registry unavailable: connection refused"]));
     }
 
     #[test]

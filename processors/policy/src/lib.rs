@@ -13,7 +13,10 @@
 //!
 //! The state machines and every decision taken where the runbook is silent are documented in
 //! [`gate`] and `docs/domain.md`. Settings: `[processor] degraded_max_amount_minor` (allocations
-//! up to this amount are low risk in degraded mode; default none).
+//! up to this amount are low risk in degraded mode; default none); `[processor]
+//! feed_stale_after_s` (300): `/ready` reports the dependency `policy_feed` not ok when requests
+//! have waited longer than this and no real decision has arrived for as long (reported, not
+//! gating: an instance that fails closed is doing its job; docs/operations.md#readiness).
 //!
 //! Metrics (CONTRACTS.md): `eval_engine_promotion_policy_denials_total{subject_kind,
 //! policy_version,reason}`, `eval_engine_policy_decisions_total{subject_kind,decision,simulate}`,
@@ -30,6 +33,7 @@ pub mod metrics;
 pub mod state;
 pub mod validate;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use evalstream_domain::events;
@@ -39,6 +43,7 @@ use evalstream_domain::records::{
 use evalstream_runtime::error::ProcessError;
 use evalstream_runtime::metrics::Metrics;
 use evalstream_runtime::processor::{BuildError, Context, Input, Processor, Registration, Setup};
+use evalstream_runtime::readiness::FeedStaleness;
 
 use gate::{Gate, Settings};
 use metrics::{PolicyMetrics, Snapshot};
@@ -72,7 +77,16 @@ pub const REGISTRATION: Registration = Registration {
 fn build(setup: &Setup<'_>) -> Result<Box<dyn Processor>, BuildError> {
     let limit = setup.setting_u64("degraded_max_amount_minor", 0)?;
     let settings = Settings { degraded_max_amount_minor: i64::try_from(limit)? };
-    Ok(Box::new(Policy::new(settings, setup.metrics)))
+    let stale = FeedStaleness {
+        stale_after: Duration::from_secs(setup.setting_u64("feed_stale_after_s", 300)?),
+    };
+    let policy = Policy::new(settings, setup.metrics);
+    let metrics = Arc::clone(&policy.metrics);
+    let started = now_ms();
+    setup.checks.reported("policy_feed", GAUGE_INTERVAL, move || {
+        stale.judge(now_ms(), started, &metrics.feed_view())
+    });
+    Ok(Box::new(policy))
 }
 
 /// How often the gauges are recomputed from state.
@@ -81,13 +95,13 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 /// The policy processor.
 pub struct Policy {
     settings: Settings,
-    metrics: PolicyMetrics,
+    metrics: Arc<PolicyMetrics>,
 }
 
 impl Policy {
     /// A processor with `settings`, counting into `metrics`.
     pub fn new(settings: Settings, metrics: &Metrics) -> Self {
-        Policy { settings, metrics: PolicyMetrics::new(metrics) }
+        Policy { settings, metrics: Arc::new(PolicyMetrics::new(metrics)) }
     }
 }
 

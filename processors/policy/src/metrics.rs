@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use evalstream_domain::records::{PolicyDecision, SubjectKind};
 use evalstream_domain::reject::reason_label;
 use evalstream_runtime::metrics::{CounterVec, Gauge, GaugeVec, Metrics};
+use evalstream_runtime::readiness::FeedView;
 
 /// What one partition's state says, for the gauges.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -129,6 +130,24 @@ impl PolicyMetrics {
                 .set(&[kind.as_str()], oldest.map_or(0, |t| ((now_ms - t) / 1000).max(0)));
         }
         self.degraded.set(i64::from(parts.values().any(|s| s.degraded)));
+    }
+}
+
+impl PolicyMetrics {
+    /// The SentinelNet feed as this instance last saw it (its partitions' latest snapshots and
+    /// the newest real decision consumed), for the `policy_feed` readiness check.
+    pub fn feed_view(&self) -> FeedView<'static> {
+        let parts = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        let waiting = parts.values().map(|s| s.pending.iter().sum::<i64>()).sum();
+        let oldest = parts.values().flat_map(|s| s.oldest.iter().flatten().copied()).min();
+        let last_seen_ms = *self.last_decision_ms.lock().unwrap_or_else(|p| p.into_inner());
+        FeedView {
+            waiting,
+            oldest_ms: oldest,
+            last_seen_ms,
+            what: "requests",
+            feed: "real decision",
+        }
     }
 }
 

@@ -574,3 +574,27 @@ fn switches_apply_per_partition_and_replays_reproduce_every_output() {
 fn registration_matches_the_topology() {
     REGISTRATION.check_topology(&Topology::bundled().unwrap()).unwrap();
 }
+
+#[test]
+fn the_feed_view_counts_pending_requests_and_the_newest_real_decision() {
+    let mut r = runner();
+    r.send(low("s1:promotion"));
+    r.send(allocation("s2:allocation", 100));
+    r.punctuate(0);
+    let view = r.processor().metrics.feed_view();
+    assert_eq!((view.waiting, view.oldest_ms, view.last_seen_ms), (2, Some(T), 0));
+    // A simulation is no sign of a live feed; a real decision is.
+    let mut sim = decision_of("d0", "s1:promotion", SubjectKind::Promotion, Decision::Deny);
+    sim.simulate = true;
+    r.send(testkit::record(DECISIONS, &sim).key("s1:promotion"));
+    assert_eq!(r.processor().metrics.feed_view().last_seen_ms, 0);
+    r.send(decide("d1", "s1:promotion", SubjectKind::Promotion, Decision::Allow));
+    r.punctuate(0);
+    let view = r.processor().metrics.feed_view();
+    assert_eq!((view.waiting, view.last_seen_ms), (1, T + 1000));
+    let stale = evalstream_runtime::readiness::FeedStaleness {
+        stale_after: std::time::Duration::from_secs(300),
+    };
+    assert!(stale.judge(T + 600_000, T, &view).is_err(), "10 min waiting, 10 min silent");
+    assert!(stale.judge(T + 200_000, T, &view).is_ok());
+}

@@ -16,7 +16,10 @@
 //! decisions taken where the runbook is silent are in [`ledger`] and `docs/domain.md`.
 //!
 //! Settings: `[processor] signers_file` (or `SIGNERS_FILE`), the signer registry with the
-//! Finance keys (required: a settlement processor that can verify nothing refuses to start).
+//! Finance keys (required: a settlement processor that can verify nothing refuses to start);
+//! `[processor] finance_stale_after_s` (1800): `/ready` reports the dependency `finance` not ok
+//! when an allocation has waited in `pending_finance` longer than this and no settlement has
+//! arrived for as long (reported, not gating; docs/operations.md#readiness).
 //!
 //! Metrics (CONTRACTS.md): `allocator_settlement_failures_total{reason}`,
 //! `allocator_settlements_total{outcome}`, `allocator_allocations{state}`,
@@ -31,6 +34,7 @@ pub mod signers;
 pub mod state;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use evalstream_audit::trust::SignerRegistry;
@@ -41,6 +45,7 @@ use evalstream_domain::records::{
 use evalstream_runtime::error::ProcessError;
 use evalstream_runtime::metrics::Metrics;
 use evalstream_runtime::processor::{BuildError, Context, Input, Processor, Registration, Setup};
+use evalstream_runtime::readiness::FeedStaleness;
 
 use ledger::Ledger;
 use metrics::{SettlementMetrics, Snapshot};
@@ -75,7 +80,16 @@ fn build(setup: &Setup<'_>) -> Result<Box<dyn Processor>, BuildError> {
     };
     let registry = SignerRegistry::load(&path)?;
     let signers = Signers::new(registry, Some(path));
-    Ok(Box::new(Settlement::new(signers, setup.config.retry.max_attempts, setup.metrics)))
+    let stale = FeedStaleness {
+        stale_after: Duration::from_secs(setup.setting_u64("finance_stale_after_s", 1800)?),
+    };
+    let settlement = Settlement::new(signers, setup.config.retry.max_attempts, setup.metrics);
+    let metrics = Arc::clone(&settlement.metrics);
+    let started = now_ms();
+    setup.checks.reported("finance", GAUGE_INTERVAL, move || {
+        stale.judge(now_ms(), started, &metrics.feed_view())
+    });
+    Ok(Box::new(settlement))
 }
 
 /// How often the gauges are recomputed from state.
@@ -85,13 +99,13 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 pub struct Settlement {
     signers: Signers,
     max_attempts: u32,
-    metrics: SettlementMetrics,
+    metrics: Arc<SettlementMetrics>,
 }
 
 impl Settlement {
     /// A processor verifying with `signers`; `max_attempts` is the runtime's `retry.max_attempts`.
     pub fn new(signers: Signers, max_attempts: u32, metrics: &Metrics) -> Self {
-        Settlement { signers, max_attempts, metrics: SettlementMetrics::new(metrics) }
+        Settlement { signers, max_attempts, metrics: Arc::new(SettlementMetrics::new(metrics)) }
     }
 }
 
@@ -117,7 +131,10 @@ impl Processor for Settlement {
         let key = input.key_str();
         match input.topic {
             SETTLEMENTS => match input.decode::<FinanceSettlement>() {
-                Ok(s) => ledger.settlement(ctx, &s, key, input.attempt),
+                Ok(s) => {
+                    self.metrics.settlement_seen(s.settled_at);
+                    ledger.settlement(ctx, &s, key, input.attempt)
+                }
                 Err(e) => {
                     self.metrics.failure("malformed");
                     Err(e)

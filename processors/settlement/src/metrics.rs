@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use evalstream_domain::records::AllocationState;
 use evalstream_runtime::metrics::{CounterVec, Gauge, GaugeVec, Metrics};
+use evalstream_runtime::readiness::FeedView;
 
 /// What one partition's state says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub struct SettlementMetrics {
     oldest: Gauge,
     frozen: Gauge,
     partitions: Mutex<HashMap<i32, Snapshot>>,
+    /// `settled_at` of the newest settlement consumed (0: none yet), for the readiness check.
+    last_settlement_ms: Mutex<i64>,
 }
 
 /// The `allocator_settlement_failures_total` reasons.
@@ -63,6 +66,7 @@ impl SettlementMetrics {
             ),
             frozen: m.gauge("allocator.allocations_frozen", "1 while allocations are frozen"),
             partitions: Mutex::new(HashMap::new()),
+            last_settlement_ms: Mutex::new(0),
         };
         for r in FAILURE_REASONS {
             sm.failures.with(&[r]);
@@ -84,6 +88,30 @@ impl SettlementMetrics {
     /// A settlement ended as `outcome`.
     pub fn outcome(&self, outcome: &str) {
         self.settlements.inc(&[outcome]);
+    }
+
+    /// A settlement was consumed (whatever its outcome: Finance is sending), booked at
+    /// `settled_at`.
+    pub fn settlement_seen(&self, settled_at: i64) {
+        let mut last = self.last_settlement_ms.lock().unwrap_or_else(|p| p.into_inner());
+        *last = (*last).max(settled_at);
+    }
+
+    /// The Finance feed as this instance last saw it (its partitions' allocations in
+    /// `pending_finance`, the newest settlement consumed), for the `finance` readiness check.
+    pub fn feed_view(&self) -> FeedView<'static> {
+        let parts = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        let pf = AllocationState::ALL.iter().position(|s| *s == AllocationState::PendingFinance);
+        let waiting = pf.map_or(0, |i| parts.values().map(|p| p.counts[i]).sum());
+        let oldest_ms = parts.values().filter_map(|p| p.oldest_pending_finance).min();
+        let last_seen_ms = *self.last_settlement_ms.lock().unwrap_or_else(|p| p.into_inner());
+        FeedView {
+            waiting,
+            oldest_ms,
+            last_seen_ms,
+            what: "allocations in pending_finance",
+            feed: "settlement",
+        }
     }
 
     /// Replaces `partition`'s snapshot (`None`: revoked) and republishes, ages against `now_ms`.

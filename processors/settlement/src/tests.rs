@@ -450,3 +450,24 @@ fn a_replay_after_an_abort_or_restart_reproduces_the_same_outputs() {
 fn registration_matches_the_topology() {
     REGISTRATION.check_topology(&Topology::bundled().unwrap()).unwrap();
 }
+
+#[test]
+fn the_finance_feed_view_counts_pending_finance_and_the_newest_settlement() {
+    let k = keys();
+    let (mut r, _) = runner(&k);
+    approved(&mut r, "al-1", 500);
+    approved(&mut r, "al-2", 700);
+    r.punctuate(0);
+    let view = r.processor().metrics.feed_view();
+    assert_eq!((view.waiting, view.oldest_ms, view.last_seen_ms), (2, Some(T), 0));
+    r.send(settle(&signed(&k, "led-1", "al-1", 500, "EUR")));
+    r.punctuate(0);
+    let view = r.processor().metrics.feed_view();
+    assert_eq!((view.waiting, view.last_seen_ms), (1, T + 60_000));
+    // The judgement: waiting since T, nothing from Finance since T + 60 s, limit 30 min.
+    let stale = evalstream_runtime::readiness::FeedStaleness {
+        stale_after: std::time::Duration::from_secs(1800),
+    };
+    assert!(stale.judge(T + 3_600_000, T, &view).is_err());
+    assert!(stale.judge(T + 600_000, T, &view).is_ok());
+}

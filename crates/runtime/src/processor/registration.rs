@@ -24,6 +24,7 @@ use std::error::Error;
 use crate::codec::Codec;
 use crate::config::RuntimeConfig;
 use crate::metrics::Metrics;
+use crate::readiness::Checks;
 use crate::topology::Topology;
 
 use super::Processor;
@@ -45,7 +46,8 @@ pub struct Registration {
     /// Output topics (logical names), in the topology's order.
     pub outputs: &'static [&'static str],
     /// Builds the processor. Runs before the engine starts; may read the environment and the
-    /// `[processor]` table, register metrics, and fail with a message for the operator.
+    /// `[processor]` table, register metrics and dependency checks, and fail with a message for
+    /// the operator.
     pub build: BuildFn,
 }
 
@@ -68,6 +70,10 @@ pub struct Setup<'a> {
     pub codec: &'a Codec,
     /// The processor's metrics registry, for processor-specific counters.
     pub metrics: &'a Metrics,
+    /// Where the processor registers the checks of its own dependencies (its signer, the feed it
+    /// waits on) for `/ready`: [`Checks::gating`] for what it cannot work without,
+    /// [`Checks::reported`] for outages it rides out (docs/operations.md#readiness).
+    pub checks: &'a Checks,
 }
 
 impl Setup<'_> {
@@ -177,15 +183,15 @@ mod tests {
         build: |_| Ok(Box::new(Echo("totals.input"))),
     };
 
-    fn setup_parts() -> (RuntimeConfig, Codec, std::sync::Arc<Metrics>) {
+    fn setup_parts() -> (RuntimeConfig, Codec, std::sync::Arc<Metrics>, Checks) {
         let codec = Codec::new(crate::codec::SchemaStore::bundled().unwrap(), None).expect("codec");
-        (RuntimeConfig::from_toml("").unwrap(), codec, Metrics::new("totals"))
+        (RuntimeConfig::from_toml("").unwrap(), codec, Metrics::new("totals"), Checks::new())
     }
 
     #[test]
     fn instantiate_checks_the_processor_against_its_registration() {
-        let (config, codec, metrics) = setup_parts();
-        let setup = Setup { config: &config, codec: &codec, metrics: &metrics };
+        let (config, codec, metrics, checks) = setup_parts();
+        let setup = Setup { config: &config, codec: &codec, metrics: &metrics, checks: &checks };
         assert_eq!(GOOD.instantiate(&setup).unwrap().name(), "totals");
         let lying = Registration { build: |_| Ok(Box::new(Echo("other.input"))), ..GOOD };
         let e = lying.instantiate(&setup).err().expect("mismatch refused").to_string();
@@ -213,11 +219,11 @@ mod tests {
 
     #[test]
     fn settings_are_typed() {
-        let (mut config, codec, metrics) = setup_parts();
+        let (mut config, codec, metrics, checks) = setup_parts();
         config.processor.insert("n".into(), toml::Value::Integer(5));
         config.processor.insert("s".into(), toml::Value::String("x".into()));
         config.processor.insert("bad".into(), toml::Value::Integer(-1));
-        let setup = Setup { config: &config, codec: &codec, metrics: &metrics };
+        let setup = Setup { config: &config, codec: &codec, metrics: &metrics, checks: &checks };
         assert_eq!(setup.setting_u64("n", 1).unwrap(), 5);
         assert_eq!(setup.setting_u64("absent", 7).unwrap(), 7);
         assert!(setup.setting_u64("bad", 1).is_err());
