@@ -740,6 +740,13 @@ fn model_phase(m: &mut Model, ins: &[In]) {
     }
 }
 
+/// Prints the elapsed time at a step when `EVALSTREAM_TEST_TIMING` is set.
+fn mark(started: &Instant, what: &str) {
+    if std::env::var_os("EVALSTREAM_TEST_TIMING").is_some() {
+        eprintln!("[{:?}] {what}", started.elapsed());
+    }
+}
+
 fn command_id(out: &it::CmdOutput) -> String {
     out.assert_success();
     out.stdout
@@ -965,6 +972,7 @@ fn the_domain_stays_exact_through_kills_switches_freeze_and_reconciliation() {
         "120",
     ]));
     model.freeze(true);
+    mark(&started, "C freeze on applied");
     let mut cc: Vec<In> = Vec::new();
     for i in (0..N).step_by(2) {
         match c(i) {
@@ -992,8 +1000,11 @@ fn the_domain_stays_exact_through_kills_switches_freeze_and_reconciliation() {
             _ => {}
         }
     }
+    // One produce call per topic (stable: each topic keeps its order, which is all that counts).
+    cc.sort_by_key(|x| x.topic());
     count(&cc);
     produce(&w, &cc);
+    mark(&started, "C produced");
     model_phase(&mut model, &cc);
     w.wait_quiescent(&ALL, Duration::from_secs(120));
     // Finance's ledger export: what it booked, except the c == 14 entries (lost), the c == 15
@@ -1033,7 +1044,9 @@ fn the_domain_stays_exact_through_kills_switches_freeze_and_reconciliation() {
         "sre-bob",
     ]);
     rec.assert_success();
+    mark(&started, "C reconciled");
     let expected_corrections = model.reconcile("rec-scenario", &export);
+    mark(&started, "C modelled reconcile");
     let doc: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let got_corrections: BTreeSet<(String, String, String)> = doc["findings"]["corrections"]
         .as_array()
@@ -1060,6 +1073,7 @@ fn the_domain_stays_exact_through_kills_switches_freeze_and_reconciliation() {
         "120",
     ]));
     model.freeze(false);
+    mark(&started, "C freeze off modelled");
     w.wait_quiescent(&ALL, Duration::from_secs(120));
     eprintln!("[{:?}] phase C done", started.elapsed());
 
