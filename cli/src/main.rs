@@ -61,6 +61,9 @@ enum Command {
     Policy(cmd::policy::Command),
     /// Compare allocations with settlements and a Finance ledger export; correct with --apply.
     Reconcile(cmd::reconcile::Args),
+    /// The monthly DR drill: export the audit archive, restore it into a fresh prefix, verify
+    /// it, run the promotions/allocations scenario there, report per step.
+    Drill(cmd::drill::Args),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Finance(c) => cmd::finance::run(cli.config.as_deref(), c),
         Command::Policy(c) => cmd::policy::run(cli.config.as_deref(), c),
         Command::Reconcile(args) => cmd::reconcile::run(cli.config.as_deref(), args),
+        Command::Drill(args) => cmd::drill::run(cli.config.as_deref(), args),
     };
     match result {
         Ok(code) => code,

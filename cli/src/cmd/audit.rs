@@ -7,6 +7,7 @@
 //!                  --archive FILE ──┴► offline::range::RangeCheck ──► report, earliest failure
 //!   export         audit.chain[p] ──► the range + its anchor and covering checkpoints
 //!                                     ──► JSON lines | Avro object container file
+//!   import         archive ──► verify ──► audit.chain of this prefix (empty) ──► read back
 //!   prove          audit.chain[p] ──► entry + RFC 6962 audit path + signed checkpoint (JSON)
 //!   check-proof    proof JSON (+ signers.json) ──► checked without the broker
 //! ```
@@ -31,6 +32,7 @@
 mod archive;
 mod canonicalize;
 mod export;
+pub mod import;
 mod prove;
 mod source;
 mod verify;
@@ -63,6 +65,10 @@ pub enum Command {
     /// Write a range of audit.chain, with the checkpoints that make it verifiable on its own,
     /// to a file for the archive (JSON lines or an Avro object container file).
     Export(export::Args),
+    /// Restore an archive written by `audit export` into audit.chain of this topic prefix
+    /// (empty; a fresh cluster or prefix): verified first, read back byte for byte after. Exit
+    /// 0 imported, 1 the archive does not verify (nothing written), 3 not fully signed, 4 error.
+    Import(import::Args),
     /// Print an RFC 6962 inclusion proof of one event's entry under a signed checkpoint.
     Prove(prove::ProveArgs),
     /// Check an inclusion proof without the broker (entry hash, audit path, checkpoint body,
@@ -76,6 +82,7 @@ pub fn run(config: Option<&Path>, cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Canonicalize => return canonicalize::run(),
         Command::Verify(args) => guarded(|| verify::run(config, args)),
         Command::Export(args) => guarded(|| export::run(config, args)),
+        Command::Import(args) => guarded(|| import::run(config, args)),
         Command::Prove(args) => guarded(|| prove::prove(config, args)),
         Command::CheckProof(args) => guarded(|| prove::check(args)),
     };

@@ -7,6 +7,7 @@ pub mod consume;
 pub mod control;
 pub mod dlq;
 pub mod domain_io;
+pub mod drill;
 pub mod finance;
 pub mod jsonl;
 pub mod policy;

@@ -263,12 +263,18 @@ impl FeedStaleness {
     pub fn judge(&self, now_ms: i64, started_ms: i64, view: &FeedView<'_>) -> CheckResult {
         let limit = self.stale_after.as_millis() as i64;
         let seen = view.last_seen_ms.max(started_ms);
-        let silent_s = (now_ms - seen).max(0) / 1000;
         let (what, feed, waiting) = (view.what, view.feed, view.waiting);
-        let seen_text = if view.last_seen_ms > 0 {
-            format!("newest {feed} {silent_s} s ago")
+        let ago = |t: i64| (now_ms - t).max(0) / 1000;
+        let seen_text = if view.last_seen_ms >= started_ms {
+            format!("newest {feed} {} s ago", ago(view.last_seen_ms))
+        } else if view.last_seen_ms > 0 {
+            format!(
+                "newest {feed} {} s ago, none since this instance started {} s ago",
+                ago(view.last_seen_ms),
+                ago(started_ms)
+            )
         } else {
-            format!("no {feed} since start ({silent_s} s ago)")
+            format!("no {feed} since this instance started {} s ago", ago(started_ms))
         };
         match view.oldest_ms.map(|t| (now_ms - t).max(0) / 1000) {
             Some(age) if waiting > 0 && age * 1000 > limit && now_ms - seen > limit => {
@@ -324,7 +330,9 @@ mod tests {
         let recent_start = f.judge(now, now - 60_000, &view(0, 1, Some(now - 900_000)));
         assert!(recent_start.is_ok(), "{recent_start:?}");
         let e = j(0, 1, Some(now - 900_000)).unwrap_err();
-        assert!(e.contains("since start"), "{e}");
+        assert!(e.contains("no decision since this instance started 3600 s ago"), "{e}");
+        let e = j(now - 7_200_000, 1, Some(now - 900_000)).unwrap_err();
+        assert!(e.contains("newest decision 7200 s ago, none since this instance started"), "{e}");
     }
 
     #[test]

@@ -185,6 +185,17 @@ fn archive_finding(partition: u32, seq: Option<u64>, detail: String) -> Verifica
     }
 }
 
+/// The exit code and the human-readable lines of `audit verify --archive PATH` (for `audit
+/// import`, which verifies an archive before restoring it).
+pub(super) fn archive_verdict(
+    path: &Path,
+    registry: Option<&SignerRegistry>,
+    quiet: bool,
+) -> anyhow::Result<(u8, Vec<String>)> {
+    let doc = verify_archive(path, registry, quiet)?;
+    Ok((doc.exit_code, human(&doc)))
+}
+
 fn verify_archive(
     path: &Path,
     registry: Option<&SignerRegistry>,
