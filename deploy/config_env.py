@@ -22,8 +22,9 @@ def known_variables():
     names |= set(re.findall(r'"((?:EVALSTREAM|KAFKA)_[A-Z_]+[A-Z]|MODE)"', config))
     signer = (ROOT / "crates/audit/src/signer/config.rs").read_text()
     names |= set(re.findall(r'pub const ENV_[A-Z_]+: &str = "([A-Z_]+)"', signer))
-    for path in ["crates/runtime/src/telemetry.rs", "crates/runtime/src/codec/mod.rs", "cli/src/registry.rs"]:
-        names |= set(re.findall(r'"((?:EVALSTREAM|SCHEMA|SIGNERS)_[A-Z_]+)"', (ROOT / path).read_text()))
+    # Every Rust source of the product (not a list of files that goes stale when one is renamed).
+    for path in sorted(ROOT.glob("crates/*/src/**/*.rs")) + sorted(ROOT.glob("processors/*/src/**/*.rs")) + sorted(ROOT.glob("cli/src/**/*.rs")):
+        names |= set(re.findall(r'"((?:EVALSTREAM|SCHEMA|SIGNERS)_[A-Z_]+)"', path.read_text()))
     names |= set(re.findall(r'env = "([A-Z_]+)"', (ROOT / "cli/src/main.rs").read_text()))
     names.discard("EVALSTREAM_KAFKA_")
     return names

@@ -6,7 +6,7 @@
 
 * The model is the one `docker-compose config --format json` resolves (anchors and merges as
   Compose itself applies them), not our own reading of the YAML.
-* One service per processor the binary runs today (cli/src/registry.rs PROCESSORS), each
+* One service per processor the binary runs today (topology/topology.toml, which the binary's registrations are tested against), each
   `run <processor>` with a unique EVALSTREAM_INSTANCE_ID, its ops port, after `topology apply`.
 * Every environment variable of an evalstream service is one evalstream or the AWS SDK reads.
 * Prometheus scrapes exactly those processors as job `evalstream` and loads the alert rules
@@ -40,11 +40,10 @@ def tool(name):
 
 
 def runnable_processors():
-    text = (ROOT / "cli/src/registry.rs").read_text()
-    m = re.search(r"pub const PROCESSORS: &\[&str\] = &\[([^\]]*)\]", text)
-    if not m:
-        sys.exit("cli/src/registry.rs: PROCESSORS not found; update deploy/compose/check.py")
-    return set(re.findall(r'"([^"]+)"', m.group(1)))
+    # topology/topology.toml lists every processor; a unit test in cli/src/processors.rs holds the
+    # binary's registrations equal to it, so this is the set `evalstream run` accepts.
+    with open(ROOT / "topology/topology.toml", "rb") as f:
+        return {p["name"] for p in tomllib.load(f)["processor"]}
 
 
 def main():
