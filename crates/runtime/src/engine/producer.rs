@@ -221,3 +221,63 @@ impl<P: Processor> Core<P> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LONG: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn wait_all_returns_when_the_last_report_arrives_on_another_thread() {
+        let d = Arc::new(Deliveries::default());
+        for _ in 0..3 {
+            d.sent();
+        }
+        let reporter = {
+            let d = Arc::clone(&d);
+            std::thread::spawn(move || {
+                for _ in 0..3 {
+                    std::thread::sleep(Duration::from_millis(5));
+                    d.reported(false);
+                }
+            })
+        };
+        // Woken by the third report, long before the deadline.
+        assert!(d.wait_all(Instant::now() + LONG, || false));
+        assert_eq!(*lock(&d.counts), (3, 3));
+        reporter.join().expect("reporter thread");
+    }
+
+    #[test]
+    fn wait_all_stops_early_when_a_refusal_is_reported() {
+        let d = Arc::new(Deliveries::default());
+        d.sent();
+        d.sent();
+        let refused = Arc::new(Mutex::new(false));
+        let reporter = {
+            let (d, refused) = (Arc::clone(&d), Arc::clone(&refused));
+            std::thread::spawn(move || {
+                *lock(&refused) = true;
+                d.reported(true);
+            })
+        };
+        // One report of two: not all delivered, but the refusal ends the wait.
+        assert!(!d.wait_all(Instant::now() + LONG, || *lock(&refused)));
+        reporter.join().expect("reporter thread");
+    }
+
+    #[test]
+    fn wait_all_gives_up_at_the_deadline_and_needs_nothing_when_nothing_was_sent() {
+        let d = Deliveries::default();
+        assert!(d.wait_all(Instant::now(), || false), "nothing sent: nothing to wait for");
+        d.sent();
+        assert!(!d.wait_all(Instant::now() + Duration::from_millis(20), || false));
+        // A report that arrives before its `sent` is counted (the callback thread can win the
+        // race) still balances.
+        d.reported(false);
+        d.reported(false);
+        d.sent();
+        assert!(d.wait_all(Instant::now(), || false));
+    }
+}
