@@ -51,6 +51,7 @@
 
 mod digest;
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -60,7 +61,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use evalstream_runtime::codec::Codec;
 use evalstream_runtime::config::{CommittedView, RuntimeConfig};
-use evalstream_runtime::engine::restore_changelog;
+use evalstream_runtime::engine::{restore_changelog, Restored};
 use evalstream_runtime::kafka;
 use evalstream_runtime::reader::{CommittedReader, PartitionRead};
 use evalstream_runtime::state::state_changelog_key;
@@ -333,6 +334,7 @@ impl Rebuild<'_> {
             if extended {
                 continue;
             }
+            behind.extend(live_retries_pending(&live, self.spec, &copied, &restored)?);
             if behind.is_empty() {
                 let mut state = State::new();
                 for (p, r) in restored {
@@ -564,10 +566,7 @@ impl Rebuild<'_> {
 /// Fails unless the live processor's group has no member: during a cutover nothing else may
 /// write the live changelog, and no transaction of the live processor may be open.
 fn live_group_is_empty(cfg: &RuntimeConfig, spec: &ProcessorSpec) -> anyhow::Result<()> {
-    let group = match &cfg.group_id {
-        None => format!("{}{}", cfg.topic_prefix, spec.group_id),
-        Some(g) => g.clone(),
-    };
+    let group = live_group(cfg, spec);
     let client: BaseConsumer = kafka::base(cfg).create()?;
     let groups = client
         .fetch_group_list(Some(&group), Duration::from_secs(15))
@@ -579,6 +578,40 @@ fn live_group_is_empty(cfg: &RuntimeConfig, spec: &ProcessorSpec) -> anyhow::Res
          processor first (nothing may write its changelog during the cutover)"
     );
     Ok(())
+}
+
+/// The live consumer group, as the engine derives it (engine/names.rs).
+fn live_group(cfg: &RuntimeConfig, spec: &ProcessorSpec) -> String {
+    match &cfg.group_id {
+        None => format!("{}{}", cfg.topic_prefix, spec.group_id),
+        Some(g) => g.clone(),
+    }
+}
+
+/// Records waiting in the live processor's retry topics beyond what the live state reflects
+/// (its progress markers name the next offset of every subscribed topic, retry topics
+/// included): inputs it has consumed but not yet applied. A rebuild drains its own retry topics,
+/// so the two states are comparable only when the live state has nothing waiting either.
+fn live_retries_pending(
+    live: &CommittedReader,
+    spec: &ProcessorSpec,
+    copied: &[Copied],
+    restored: &HashMap<i32, Restored>,
+) -> anyhow::Result<Vec<String>> {
+    let mut pending = Vec::new();
+    for c in copied {
+        let Some(retry) = spec.input(&c.topic).and_then(|i| i.retry.clone()) else { continue };
+        let physical = live.physical(&retry);
+        let from = match restored.get(&c.partition).and_then(|r| r.positions.get(&physical)) {
+            Some(p) => *p,
+            None => live.watermarks(&retry, c.partition)?.0,
+        };
+        let n = count_committed(live, &retry, c.partition, from, i64::MAX)?;
+        if n > 0 {
+            pending.push(format!("{retry}[{}]: {n} record(s) waiting for a retry", c.partition));
+        }
+    }
+    Ok(pending)
 }
 
 /// The live changelog's physical name, as the engine derives it (engine/names.rs).
