@@ -66,7 +66,7 @@ enum Command {
     Drill(cmd::drill::Args),
     /// Rebuild a processor's state by replaying its inputs under a fresh prefix; compare it
     /// with the live state (digest and differing keys); --cutover makes the live state equal.
-    /// Exit 0 equal, 2 different, 1 could not run.
+    /// Exit 0 equal, 1 different, 4 could not run.
     Rebuild(cmd::rebuild::Args),
 }
 

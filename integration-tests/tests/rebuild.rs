@@ -10,7 +10,7 @@
 //! Steps: (1) live running, inputs arriving after the rebuild's first copy (its finished copy
 //! progress line says 3000, the report says 3500 replayed: the copy was extended) → equal, exit
 //! 0; (2) live stopped, one key's total overwritten in the live changelog in a transaction →
-//! exactly that key differs, exit 2, in JSON and text; (3) `--cutover` → live state repaired,
+//! exactly that key differs, exit 1, in JSON and text; (3) `--cutover` → live state repaired,
 //! the restarted live processor's next total for the key is right; `--cutover` while the live
 //! processor runs is refused. About 70 s on Apache Kafka.
 
@@ -172,7 +172,7 @@ fn rebuild_matches_the_live_state_finds_a_tampered_key_and_cuts_over() {
     producer.commit_transaction(Duration::from_secs(30)).unwrap();
 
     let (code, report, out) = rebuild(&w, &["--keep"]);
-    assert_eq!(code, Some(2), "{out}");
+    assert_eq!(code, Some(1), "{out}");
     assert_eq!(report["equal"], false);
     let d = &report["differences"];
     assert_eq!(d["differing"]["count"], 1, "{report:#}");
@@ -186,7 +186,7 @@ fn rebuild_matches_the_live_state_finds_a_tampered_key_and_cuts_over() {
     assert!(topics_under(&kept) > 0, "--keep kept nothing");
     // The text report names the key.
     let text = w.cli(&["rebuild", "totals", "--timeout", "120"]);
-    assert_eq!(text.status.code(), Some(2), "{text}");
+    assert_eq!(text.status.code(), Some(1), "{text}");
     assert!(
         text.stdout.contains(&format!("1 keys whose values differ: p{victim_partition}/{victim}")),
         "{text}"
@@ -211,7 +211,7 @@ fn rebuild_matches_the_live_state_finds_a_tampered_key_and_cuts_over() {
     assert_eq!(last.3["total"], want, "{last:?}");
     // A cutover while the live processor runs is refused.
     let out = w.cli(&["rebuild", "totals", "--cutover", "--timeout", "120"]);
-    assert_eq!(out.status.code(), Some(1), "{out}");
+    assert_eq!(out.status.code(), Some(4), "{out}");
     assert!(out.stderr.contains("member"), "{out}");
     live.stop();
     delete_under(&kept);

@@ -46,8 +46,10 @@
 //! is a domain decision (reconciliation), not a state repair. Only on brokers whose
 //! `read_committed` is exact (`committed_view = broker`).
 //!
-//! Exit codes: 0 the states are equal (after `--cutover`: equal now); 2 they differ; 1 the
-//! rebuild could not run or compare.
+//! Exit codes, as `audit verify`'s so that a scheduled job tells "the state is wrong" from "the
+//! job could not run": 0 the states are equal (after `--cutover`: equal now); 1 they differ; 2 a
+//! usage error (from the argument parser); 4 the rebuild could not run or compare (broker,
+//! configuration, a timeout, `--cutover` refused).
 
 mod digest;
 
@@ -82,7 +84,9 @@ const COPY_BATCH: usize = 5_000;
 /// Timeout of one transactional call.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Exit code: the states differ.
-const DIFFERENT: u8 = 2;
+const DIFFERENT: u8 = 1;
+/// Exit code: the rebuild could not run or compare.
+const COULD_NOT_RUN: u8 = 4;
 
 /// Arguments of `evalstream rebuild`.
 #[derive(Debug, clap::Args)]
@@ -131,6 +135,16 @@ struct Copied {
 
 /// Runs the rebuild.
 pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
+    match run_inner(config, args) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("evalstream: {e:#}");
+            Ok(ExitCode::from(COULD_NOT_RUN))
+        }
+    }
+}
+
+fn run_inner(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let cfg = load_config(config)?;
     let codec = Codec::from_env().context("loading schemas")?;
     let registration = crate::processors::find(&args.processor)?;
