@@ -100,8 +100,8 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<u8> {
 /// Verifies `args.archive`, writes it into this configuration's `audit.chain` and reads it back.
 pub fn import(cfg: &RuntimeConfig, codec: &Codec, args: &Args) -> anyhow::Result<Imported> {
     let registry = args.signers.load()?;
-    let quiet = args.progress.progress == crate::progress::ProgressMode::None;
-    let (verdict, lines) = verify::archive_verdict(&args.archive, registry.as_ref(), quiet)?;
+    let (verdict, lines) =
+        verify::archive_verdict(&args.archive, registry.as_ref(), args.progress.progress)?;
     let topic = cfg.topic(CHAIN_TOPIC);
     let mut imported = Imported {
         code: verdict,
