@@ -42,6 +42,7 @@ fn produce_events(
     codec: &Codec,
     topic: &str,
     n: u64,
+    batch_size: usize,
     pause: Duration,
 ) -> (BTreeMap<i32, Vec<String>>, usize) {
     let mut order: BTreeMap<i32, Vec<String>> = BTreeMap::new();
@@ -63,7 +64,7 @@ fn produce_events(
             batch.push(pending_dups.remove(0).1);
             dups += 1;
         }
-        if batch.len() >= 2000 {
+        if batch.len() >= batch_size {
             it::produce_raw(topic, &batch);
             batch.clear();
             std::thread::sleep(pause);
@@ -224,7 +225,7 @@ fn chain_is_exact_under_crashes_with_duplicates() {
         let (codec, topic) = (codec.clone(), format!("{prefix}audit.events"));
         // About 40 s of input: every kill below lands while events are flowing.
         let pause = Duration::from_millis(2000 * 40_000 / n.max(1));
-        std::thread::spawn(move || produce_events(&codec, &topic, n, pause))
+        std::thread::spawn(move || produce_events(&codec, &topic, n, 2000, pause))
     };
     // Each kill comes after the restarted instance has committed new work (so it dies in the
     // middle of processing, not while joining the group), at a random point after that.
@@ -292,9 +293,11 @@ fn chain_is_exact_when_transaction_calls_fail() {
     chain.start();
     let (order, dups) = {
         let (codec, topic) = (codec.clone(), format!("{prefix}audit.events"));
-        std::thread::spawn(move || produce_events(&codec, &topic, n, Duration::from_millis(100)))
-            .join()
-            .expect("producer")
+        std::thread::spawn(move || {
+            produce_events(&codec, &topic, n, 2000, Duration::from_millis(100))
+        })
+        .join()
+        .expect("producer")
     };
     let group = format!("{prefix}evalstream.audit-chain");
     wait_group(&group, &format!("{prefix}audit.events"), Duration::from_secs(300));
@@ -334,8 +337,12 @@ fn a_zombie_is_fenced_and_the_chain_does_not_fork() {
     let n = 24_000;
     let producer = {
         let (codec, topic) = (codec.clone(), format!("{prefix}audit.events"));
-        // About 30 s of input.
-        std::thread::spawn(move || produce_events(&codec, &topic, n, Duration::from_millis(2500)))
+        // About 30 s of input, in small batches: the instances then have a transaction open
+        // (up to one commit interval after each batch) much of the time, so that z can be
+        // frozen inside one; 2000-record batches every 2.5 s left z idle ~95% of the time.
+        std::thread::spawn(move || {
+            produce_events(&codec, &topic, n, 200, Duration::from_millis(250))
+        })
     };
     let group = format!("{prefix}evalstream.audit-chain");
     let events_topic = format!("{prefix}audit.events");
@@ -357,7 +364,7 @@ fn a_zombie_is_fenced_and_the_chain_does_not_fork() {
     // sees and a read_committed reader does not.
     let chain_topic = format!("{prefix}audit.chain");
     let mut zombie_txns = HashSet::new();
-    for attempt in 1..=20 {
+    for attempt in 1..=60 {
         z.signal("STOP");
         zombie_txns = open_txns(&chain_topic, "z-");
         if !zombie_txns.is_empty() {
@@ -365,7 +372,7 @@ fn a_zombie_is_fenced_and_the_chain_does_not_fork() {
             break;
         }
         z.signal("CONT");
-        assert!(attempt < 20, "z never had a transaction open when frozen");
+        assert!(attempt < 60, "z never had a transaction open when frozen");
         std::thread::sleep(Duration::from_millis(137));
     }
     it::wait_until("y to own every partition", Duration::from_secs(90), || {
@@ -433,7 +440,9 @@ fn two_chain_instances_with_kills_and_takeovers() {
     let n = 24_000;
     let producer = {
         let (codec, topic) = (codec.clone(), format!("{prefix}audit.events"));
-        std::thread::spawn(move || produce_events(&codec, &topic, n, Duration::from_millis(2500)))
+        std::thread::spawn(move || {
+            produce_events(&codec, &topic, n, 2000, Duration::from_millis(2500))
+        })
     };
     let group = format!("{prefix}evalstream.audit-chain");
     let events_topic = format!("{prefix}audit.events");

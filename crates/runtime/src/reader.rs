@@ -506,12 +506,16 @@ struct Pending {
     blocked_at: Option<i64>,
 }
 
-/// Errors that go away by themselves: leadership moving, a broker restarting, a timeout.
+/// Errors that go away by themselves: leadership moving, a broker restarting, a timeout, and a
+/// topic created a moment ago whose partitions this client's metadata does not know yet (the
+/// local `UnknownPartition`; the engine creates its changelog and restores it right away, and a
+/// partition the group assigned exists on the broker).
 pub(crate) fn is_transient(e: &KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
         Some(
             RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::UnknownPartition
                 | RDKafkaErrorCode::LeaderNotAvailable
                 | RDKafkaErrorCode::UnknownTopicOrPartition
                 | RDKafkaErrorCode::RequestTimedOut

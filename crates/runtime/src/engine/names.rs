@@ -54,7 +54,7 @@ impl TopicNames {
                     names.group = format!("{}{}", cfg.topic_prefix, spec.group_id);
                     names.changelog = format!("{}{}", cfg.topic_prefix, spec.changelog);
                 } else {
-                    names.changelog = format!("{}.changelog", names.group);
+                    names.changelog = changelog_of(cfg, &names.group);
                 }
                 for i in &spec.inputs {
                     names.dlqs.insert(i.topic.clone(), i.dlq.clone());
@@ -70,7 +70,7 @@ impl TopicNames {
                 }
             }
             None => {
-                names.changelog = format!("{}.changelog", names.group);
+                names.changelog = changelog_of(cfg, &names.group);
                 for i in &names.inputs {
                     names.dlqs.insert(i.clone(), format!("{i}.dlq"));
                     names.retries.insert(i.clone(), format!("{i}.retry"));
@@ -126,6 +126,17 @@ impl TopicNames {
         v.extend(self.dlqs.values().map(|d| spec(d, "delete")));
         v.extend(self.retries.values().map(|r| spec(r, "delete")));
         v
+    }
+}
+
+/// The physical changelog of consumer group `group`: `<group>.changelog`, under the topic prefix
+/// like every topic of the instance (a group id set with `EVALSTREAM_GROUP_ID` need not carry the
+/// prefix; the changelog must, or the engine would create one topic and restore another).
+fn changelog_of(cfg: &RuntimeConfig, group: &str) -> String {
+    if group.starts_with(&cfg.topic_prefix) {
+        format!("{group}.changelog")
+    } else {
+        format!("{}{group}.changelog", cfg.topic_prefix)
     }
 }
 
@@ -186,5 +197,24 @@ mod tests {
         assert_eq!(a.retry("audit.events"), None);
         assert_eq!(a.subscriptions(), vec!["p.audit.events"]);
         assert!(a.internal_topics().iter().all(|(t, _, _)| !t.ends_with(".retry")));
+    }
+
+    #[test]
+    fn an_explicit_group_keeps_its_changelog_under_the_prefix() {
+        for group in ["g1", "p.g1"] {
+            let cfg = RuntimeConfig {
+                topic_prefix: "p.".into(),
+                group_id: Some(group.into()),
+                ..RuntimeConfig::default()
+            };
+            for n in [
+                TopicNames::new(&cfg, &Nop),
+                TopicNames::new(&cfg, &Named("totals", "totals.input")),
+            ] {
+                assert_eq!(n.changelog, "p.g1.changelog", "group {group}");
+                // The topic the engine creates is the one it restores.
+                assert_eq!(n.internal_topics()[0].0, n.changelog, "group {group}");
+            }
+        }
     }
 }

@@ -90,6 +90,14 @@ impl<P: Processor> ConsumerContext for EngineContext<P> {
                     tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
                 core.assigned = tps.iter().cloned().collect();
                 core.paused.clear();
+                // librdkafka keeps a partition's pause flag across revoke and re-assignment
+                // (librdkafka #1849), while the engine forgot on revoke why it paused it (a retry
+                // not yet due, the input gate, read-only). Clear the flag before assigning: a
+                // partition that must wait is paused again when its record is read. Resuming
+                // before `assign`, not after, keeps the assigned start offsets (librdkafka #2190:
+                // a pause/resume right after assign can supersede the assign's offset). A
+                // partition this client never had has no flag: that error means nothing.
+                let _ = consumer.resume(tpl);
                 match core.restore_assignment(consumer, tpl, &tps) {
                     Ok(()) => {
                         // A fresh restore: nothing left to reset (a producer rebuild may be).
