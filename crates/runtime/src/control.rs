@@ -317,8 +317,9 @@ fn poll_once(consumer: &BaseConsumer, control: &ModeControl, wait: Duration) -> 
 }
 
 /// Creates the control topic (compacted, one partition) unless it exists: tests and fresh
-/// clusters need no `topology apply` for it.
-fn ensure_control_topic(cfg: &RuntimeConfig, topic: &str) -> Result<(), RuntimeError> {
+/// clusters need no `topology apply` for it, and a broker's auto-creation (delete policy, default
+/// partition count) never gets to make it first.
+pub fn ensure_control_topic(cfg: &RuntimeConfig, topic: &str) -> Result<(), RuntimeError> {
     let admin: AdminClient<DefaultClientContext> =
         kafka::base(cfg).create().map_err(|e| RuntimeError::kafka("create admin client", e))?;
     let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");

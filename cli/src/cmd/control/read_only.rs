@@ -24,7 +24,9 @@ use anyhow::Context as _;
 use evalstream_domain::events::{self, Fact};
 use evalstream_runtime::codec::Codec;
 use evalstream_runtime::config::RuntimeConfig;
-use evalstream_runtime::control::{read_only_key, ModeCommand, CONTROL_TOPIC, READ_ONLY_ALL};
+use evalstream_runtime::control::{
+    ensure_control_topic, read_only_key, ModeCommand, CONTROL_TOPIC, READ_ONLY_ALL,
+};
 use serde_json::Value;
 
 use super::super::domain_io::{actor, command_id, produce_atomically, Outgoing};
@@ -65,6 +67,10 @@ pub fn run(cfg: &RuntimeConfig, args: ReadOnlyArgs) -> anyhow::Result<ExitCode> 
     if args.reason.trim().is_empty() {
         anyhow::bail!("--reason must say why (it is recorded in the audit log)");
     }
+    if let Some(p) = &args.processor {
+        // A typo would write a key no instance follows, and the command would look done.
+        crate::processors::find(p)?;
+    }
     let codec = Codec::from_env().context("loading schemas")?;
     let on = args.state == OnOff::On;
     let mode = if on { "read-only" } else { "normal" };
@@ -87,6 +93,7 @@ pub fn run(cfg: &RuntimeConfig, args: ReadOnlyArgs) -> anyhow::Result<ExitCode> 
         .with("reason", args.reason.as_str())
         .build();
     let topic = cfg.topic(CONTROL_TOPIC);
+    ensure_control_topic(cfg, &topic)?;
     let audit_topic = cfg.topic(events::TOPIC);
     let records = [
         Outgoing {
