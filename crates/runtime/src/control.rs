@@ -236,8 +236,9 @@ impl ControlFollower {
         if let Err(e) = ensure_control_topic(cfg, &topic) {
             warn!(%topic, error = %e, "could not make sure the control topic exists");
         }
-        let consumer: BaseConsumer = kafka::reader(cfg)
-            .create()
+        // ReaderContext: reaching the end of the topic is how the catch-up ends, not an error.
+        let consumer: BaseConsumer<kafka::ReaderContext> = kafka::reader(cfg)
+            .create_with_context(kafka::ReaderContext)
             .map_err(|e| RuntimeError::kafka("create control reader", e))?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&topic, 0, Offset::Beginning)
@@ -289,7 +290,11 @@ enum Polled {
     Nothing,
 }
 
-fn poll_once(consumer: &BaseConsumer, control: &ModeControl, wait: Duration) -> Polled {
+fn poll_once(
+    consumer: &BaseConsumer<kafka::ReaderContext>,
+    control: &ModeControl,
+    wait: Duration,
+) -> Polled {
     match consumer.poll(wait) {
         None => Polled::Nothing,
         Some(Ok(m)) => {
