@@ -64,6 +64,10 @@ enum Command {
     /// The monthly DR drill: export the audit archive, restore it into a fresh prefix, verify
     /// it, run the promotions/allocations scenario there, report per step.
     Drill(cmd::drill::Args),
+    /// Rebuild a processor's state by replaying its inputs under a fresh prefix; compare it
+    /// with the live state (digest and differing keys); --cutover makes the live state equal.
+    /// Exit 0 equal, 1 different, 4 could not run.
+    Rebuild(cmd::rebuild::Args),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Command::Policy(c) => cmd::policy::run(cli.config.as_deref(), c),
         Command::Reconcile(args) => cmd::reconcile::run(cli.config.as_deref(), args),
         Command::Drill(args) => cmd::drill::run(cli.config.as_deref(), args),
+        Command::Rebuild(args) => cmd::rebuild::run(cli.config.as_deref(), args),
     };
     match result {
         Ok(code) => code,

@@ -110,6 +110,11 @@ impl Progress {
         self
     }
 
+    /// Sets the total once it is known (e.g. after a phase has located its range).
+    pub fn set_total(&mut self, total: u64) {
+        self.total = Some(total);
+    }
+
     /// Counts `n` more units done.
     pub fn inc(&mut self, n: u64) {
         self.set(self.done + n);

@@ -210,6 +210,16 @@ fn json(out: &it::CmdOutput) -> Value {
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
 
+/// The finished `--progress json` lines on stderr whose label starts with `label`.
+fn progress_lines(out: &it::CmdOutput, label: &str) -> Vec<Value> {
+    out.stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "progress" && v["finished"] == true)
+        .filter(|v| v["label"].as_str().is_some_and(|l| l.starts_with(label)))
+        .collect()
+}
+
 fn code(out: &it::CmdOutput) -> i32 {
     out.status.code().expect("exited")
 }
@@ -228,10 +238,27 @@ fn verify_ranges_by_offset_and_by_time() {
     let f = fixture("audit-cli-verify", &|_| {});
 
     // Everything: partition 0 verifies, partition 1's newest entries are not signed yet.
-    let out = f.evalstream(&["audit", "verify", "--signers", f.signers(), "--json"]);
+    // With `--progress json`: JSON progress lines on stderr, one finished line per partition;
+    // stdout stays the report.
+    let out = f.evalstream(&[
+        "audit",
+        "verify",
+        "--signers",
+        f.signers(),
+        "--json",
+        "--progress",
+        "json",
+    ]);
     assert_eq!(code(&out), 3, "{out}");
+    let finished = progress_lines(&out, "audit verify partition ");
+    assert_eq!(finished.len(), 2, "{out}");
+    assert!(finished.iter().all(|l| l["done"].as_u64() > Some(0) && l["total"].is_u64()), "{out}");
     let doc = json(&out);
     assert_eq!(doc["status"], "pending_signature");
+    // Not a terminal, no `--progress`: no progress at all.
+    let out = f.evalstream(&["audit", "verify", "--signers", f.signers(), "--json"]);
+    assert_eq!(code(&out), 3, "{out}");
+    assert!(!out.stderr.contains("\"progress\""), "{out}");
     let p0 = partition(&doc, 0);
     assert_eq!(p0["status"], "ok", "{p0}");
     assert_eq!(p0["range"]["entries"], 60);
@@ -379,8 +406,11 @@ fn exports_verify_offline_and_a_changed_archive_fails() {
             format,
             "--signers",
             f.signers(),
+            "--progress",
+            "json",
         ]);
         assert_eq!(code(&out), 0, "{out}");
+        assert_eq!(progress_lines(&out, "audit export partition 0").len(), 1, "{out}");
         let bytes = std::fs::read(&file).unwrap();
         assert_eq!(bytes.starts_with(b"Obj\x01"), format == "avro");
         let out = f.evalstream(&[

@@ -153,6 +153,19 @@ pub struct RangeArgs {
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub progress: crate::progress::ProgressArg,
+}
+
+impl RangeArgs {
+    /// How progress is shown: `--quiet` is `--progress none`.
+    pub fn progress_mode(&self) -> crate::progress::ProgressMode {
+        if self.quiet {
+            crate::progress::ProgressMode::None
+        } else {
+            self.progress.progress
+        }
+    }
 }
 
 impl RangeArgs {

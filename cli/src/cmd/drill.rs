@@ -481,17 +481,17 @@ impl Drill<'_> {
     }
 }
 
-/// A processor the drill started.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    addr: String,
-    log: PathBuf,
+/// A processor the drill (or `rebuild`) started.
+pub(super) struct Proc {
+    pub(super) name: &'static str,
+    pub(super) child: Child,
+    pub(super) addr: String,
+    pub(super) log: PathBuf,
 }
 
 impl Proc {
     /// SIGTERM (the open transaction commits, the instance leaves its group), then wait.
-    fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             // SAFETY: kill(2) on our own child's pid, not yet reaped; no memory is shared.
             unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
@@ -515,7 +515,7 @@ impl Drop for Proc {
 }
 
 /// Whether `GET /ready` at `addr` answers 200.
-fn ready(addr: &str) -> bool {
+pub(super) fn ready(addr: &str) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
@@ -527,7 +527,7 @@ fn ready(addr: &str) -> bool {
 }
 
 /// Waits until every partition of every topology topic under `cfg`'s prefix has a leader.
-fn wait_for_leaders(cfg: &RuntimeConfig, timeout: Duration) -> anyhow::Result<()> {
+pub(super) fn wait_for_leaders(cfg: &RuntimeConfig, timeout: Duration) -> anyhow::Result<()> {
     let topology = Topology::bundled()?;
     let client: BaseConsumer = kafka::base(cfg).create()?;
     let deadline = Instant::now() + timeout;
@@ -548,7 +548,7 @@ fn wait_for_leaders(cfg: &RuntimeConfig, timeout: Duration) -> anyhow::Result<()
 }
 
 /// Deletes every topic under `cfg`'s prefix; returns how many.
-fn delete_prefixed(cfg: &RuntimeConfig) -> anyhow::Result<usize> {
+pub(super) fn delete_prefixed(cfg: &RuntimeConfig) -> anyhow::Result<usize> {
     anyhow::ensure!(!cfg.topic_prefix.is_empty(), "refusing to delete topics without a prefix");
     let meta: BaseConsumer = kafka::base(cfg).create()?;
     let md = meta.fetch_metadata(None, Duration::from_secs(10))?;

@@ -12,6 +12,7 @@ pub mod finance;
 pub mod jsonl;
 pub mod policy;
 pub mod produce;
+pub mod rebuild;
 pub mod reconcile;
 pub mod run;
 pub mod signers;

@@ -40,9 +40,19 @@ pub fn eos_consumer(cfg: &RuntimeConfig, group: &str) -> ClientConfig {
         // `fetch.min.bytes` (1) are there; some brokers (our local Tansu among them) hold
         // read_committed fetches for the whole wait, which would cap throughput at one fetch
         // per 500 ms (the librdkafka default). One commit interval is the natural bound.
-        .set("fetch.wait.max.ms", FETCH_WAIT_MS.to_string());
+        .set("fetch.wait.max.ms", FETCH_WAIT_MS.to_string())
+        // Prefetch at most this much (librdkafka's default, 64 MiB, was most of the process's
+        // peak memory). It still holds several commit intervals of input at full speed, so the
+        // loop never waits for a fetch it could have had (issue 8, docs/performance.md).
+        .set("queued.max.messages.kbytes", CONSUMER_PREFETCH_KBYTES.to_string())
+        // A partition whose queue is full fetches again after this long (librdkafka's default,
+        // 1 s, left the loop idle for most of a second each time the smaller queue filled).
+        .set("fetch.queue.backoff.ms", "10");
     c
 }
+
+/// Upper bound of the exactly-once consumer's prefetch queue, in KiB.
+pub const CONSUMER_PREFETCH_KBYTES: u32 = 16 * 1024;
 
 /// A transactional producer with the given `transactional.id`.
 pub fn transactional_producer(cfg: &RuntimeConfig, transactional_id: &str) -> ClientConfig {

@@ -299,6 +299,7 @@ impl World {
                 "evalstream.switches",
             ],
             "audit-chain" => &["audit.events"],
+            "totals" => &["totals.input", "totals.input.retry"],
             other => panic!("unknown processor {other}"),
         };
         let probe = self.probe.get_or_init(Probe::new);

@@ -91,7 +91,8 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<u8> {
     for p in partitions {
         let resolved = broker.resolve(p, from, to, args.range.time_basis)?;
         let mut offsets = Vec::new();
-        let mut progress = Progress::new(format!("audit export partition {p}"), !args.range.quiet);
+        let mut progress =
+            Progress::new(format!("audit export partition {p}"), args.range.progress_mode());
         let report = broker.read_range(
             &resolved,
             registry.as_ref(),

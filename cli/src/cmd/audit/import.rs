@@ -36,23 +36,20 @@ use evalstream_audit::CHAIN_TOPIC;
 use evalstream_runtime::codec::Codec;
 use evalstream_runtime::config::RuntimeConfig;
 use evalstream_runtime::kafka::{self, ReaderContext};
+use evalstream_runtime::reader::{CommittedReader, PartitionRead};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use super::archive::{self, Event};
 use super::{verify, SignersArg, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK};
-use crate::cmd::common::{
-    load_config, partition_ids, send_blocking, ReadOptions, TopicReader, METADATA_TIMEOUT,
-};
+use crate::cmd::common::{load_config, partition_ids, send_blocking, METADATA_TIMEOUT};
 use crate::progress::{Progress, ProgressArg};
 
 /// Records per import transaction.
 const IMPORT_BATCH: usize = 2000;
 /// How long transaction calls may take.
 const TXN_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest wait for the next record when reading back.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Arguments of `audit import`.
 #[derive(Debug, clap::Args)]
@@ -103,8 +100,8 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<u8> {
 /// Verifies `args.archive`, writes it into this configuration's `audit.chain` and reads it back.
 pub fn import(cfg: &RuntimeConfig, codec: &Codec, args: &Args) -> anyhow::Result<Imported> {
     let registry = args.signers.load()?;
-    let quiet = args.progress.progress == crate::progress::ProgressMode::None;
-    let (verdict, lines) = verify::archive_verdict(&args.archive, registry.as_ref(), quiet)?;
+    let (verdict, lines) =
+        verify::archive_verdict(&args.archive, registry.as_ref(), args.progress.progress)?;
     let topic = cfg.topic(CHAIN_TOPIC);
     let mut imported = Imported {
         code: verdict,
@@ -216,18 +213,28 @@ pub fn import(cfg: &RuntimeConfig, codec: &Codec, args: &Args) -> anyhow::Result
     for (p, _, _, v) in &records {
         expected.entry(*p as i32).or_default().push_back(v);
     }
-    let mut reader = TopicReader::open(cfg, &topic, &ReadOptions::whole_topic(READ_TIMEOUT))?;
+    // To the high watermark, not to the first end-of-partition: the commit has returned, but the
+    // coordinator writes its markers to the partitions afterwards, and until then a
+    // read_committed reader reports the end of a partition before the imported records.
+    let reader = CommittedReader::new(cfg, codec).context("creating the read-back reader")?;
+    let reads: Vec<PartitionRead> = partitions
+        .iter()
+        .map(|&partition| PartitionRead { partition, from: 0, until: None })
+        .collect();
     let mut mismatch = None;
-    while let Some(m) = reader.next().with_context(|| format!("reading back {topic}"))? {
-        let want = expected.get_mut(&m.partition()).and_then(|q| q.pop_front());
-        if mismatch.is_none() && want != m.payload() {
-            mismatch = Some(format!(
-                "{topic}[{}] offset {} differs from the archive",
-                m.partition(),
-                m.offset()
-            ));
-        }
-    }
+    reader
+        .read_raw(&topic, &reads, |m| {
+            let want = expected.get_mut(&m.partition()).and_then(|q| q.pop_front());
+            if mismatch.is_none() && want != m.payload() {
+                mismatch = Some(format!(
+                    "{topic}[{}] offset {} differs from the archive",
+                    m.partition(),
+                    m.offset()
+                ));
+            }
+            Ok(true)
+        })
+        .with_context(|| format!("reading back {topic}"))?;
     if mismatch.is_none() {
         if let Some((p, left)) = expected.iter().find(|(_, q)| !q.is_empty()) {
             mismatch = Some(format!(

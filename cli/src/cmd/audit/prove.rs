@@ -80,7 +80,7 @@ fn find(broker: &Broker<'_>, args: &ProveArgs) -> anyhow::Result<Vec<Found>> {
     let mut found = Vec::new();
     for p in broker.partitions(&wanted)? {
         let mut progress =
-            Progress::new(format!("audit prove: searching partition {p}"), !args.quiet);
+            Progress::new(format!("audit prove: searching partition {p}"), quiet_mode(args.quiet));
         broker.scan(p, 0, |r| {
             progress.tick(r.offset);
             if r.key.as_deref() == Some(key) {
@@ -121,7 +121,8 @@ fn collect(broker: &Broker<'_>, found: &Found, quiet: bool) -> anyhow::Result<Co
     let mut entry: Option<ChainEntry> = None;
     let mut result: Option<Collected> = None;
     let mut pending: Option<u64> = None;
-    let mut progress = Progress::new(format!("audit prove: reading partition {p}"), !quiet);
+    let mut progress =
+        Progress::new(format!("audit prove: reading partition {p}"), quiet_mode(quiet));
     broker.scan(p, 0, |r| {
         progress.tick(r.offset);
         let record = match decode(broker.codec(), &r) {
@@ -355,4 +356,13 @@ pub fn check(args: CheckArgs) -> anyhow::Result<u8> {
         _ => {}
     }
     Ok(code)
+}
+
+/// `--quiet`: no progress; else a bar on a terminal.
+fn quiet_mode(quiet: bool) -> crate::progress::ProgressMode {
+    if quiet {
+        crate::progress::ProgressMode::None
+    } else {
+        crate::progress::ProgressMode::Auto
+    }
 }

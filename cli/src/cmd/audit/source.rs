@@ -63,64 +63,31 @@ pub fn decode(codec: &Codec, r: &ReadRecord) -> Decoded {
     }
 }
 
-/// Records per second on stderr, about once a second, for long reads.
+/// Progress of a read of the chain: records read, with rate and ETA once the total is known
+/// (crate::progress: a bar on a terminal, JSON lines with `--progress json`, else nothing).
 pub struct Progress {
-    label: String,
-    enabled: bool,
-    started: Instant,
-    last: Instant,
-    records: u64,
-    printed: bool,
+    inner: crate::progress::Progress,
 }
 
 impl Progress {
-    /// A progress reporter; `enabled` false prints nothing.
-    pub fn new(label: impl Into<String>, enabled: bool) -> Self {
-        let now = Instant::now();
-        Progress {
-            label: label.into(),
-            enabled,
-            started: now,
-            last: now,
-            records: 0,
-            printed: false,
-        }
+    /// A progress reporter for `label`, shown as `mode` says.
+    pub fn new(label: impl Into<String>, mode: crate::progress::ProgressMode) -> Self {
+        Progress { inner: crate::progress::Progress::new(mode, label, "records") }
     }
 
-    /// Counts one record read at `offset`.
-    pub fn tick(&mut self, offset: i64) {
-        self.records += 1;
-        if !self.enabled
-            || !self.records.is_multiple_of(256)
-            || self.last.elapsed() < Duration::from_secs(1)
-        {
-            return;
-        }
-        self.last = Instant::now();
-        self.printed = true;
-        eprintln!(
-            "evalstream: {}: {} records read (offset {offset}), {:.0} records/s",
-            self.label,
-            self.records,
-            self.rate()
-        );
+    /// Sets the number of records the read is expected to cover (for the ETA).
+    pub fn expect(&mut self, total: u64) {
+        self.inner.set_total(total);
     }
 
-    fn rate(&self) -> f64 {
-        self.records as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+    /// Counts one record read (at `offset`).
+    pub fn tick(&mut self, _offset: i64) {
+        self.inner.inc(1);
     }
 
-    /// Prints a final line if progress was shown at all.
-    pub fn done(&self) {
-        if self.printed {
-            eprintln!(
-                "evalstream: {}: done, {} records in {:.1} s ({:.0} records/s)",
-                self.label,
-                self.records,
-                self.started.elapsed().as_secs_f64(),
-                self.rate()
-            );
-        }
+    /// Ends the read: a final bar state or JSON line.
+    pub fn done(&mut self) {
+        self.inner.finish();
     }
 }
 
@@ -353,6 +320,11 @@ impl<'a> Broker<'a> {
             return Ok(check.finish());
         }
         let (mut check, from) = self.anchor(p, range, registry, sink)?;
+        // The end the read heads for: the range's end, else the partition's end now (a read
+        // may stop earlier, at the first covering checkpoint; the final line says how many).
+        let high = self.watermarks(p)?.1;
+        let end = if range.end == OffsetRange::OPEN { high } else { range.end.min(high) };
+        progress.expect(end.saturating_sub(from).max(0) as u64);
         for n in &resolved.notes {
             check.add_note(n.clone());
         }

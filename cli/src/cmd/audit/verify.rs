@@ -32,6 +32,7 @@ use super::archive::{self, Event};
 use super::source::{Broker, LocatedBound, Progress};
 use super::{RangeArgs, SignersArg, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK};
 use crate::cmd::common::load_config;
+use crate::progress::ProgressMode;
 
 /// Arguments of `audit verify`.
 #[derive(Debug, clap::Args)]
@@ -104,7 +105,7 @@ struct Document {
 pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<u8> {
     let registry = args.signers.load()?;
     let doc = match &args.archive {
-        Some(path) => verify_archive(path, registry.as_ref(), args.range.quiet)?,
+        Some(path) => verify_archive(path, registry.as_ref(), args.range.progress_mode())?,
         None => verify_broker(config, &args, registry.as_ref())?,
     };
     print(&doc, args.json)?;
@@ -157,7 +158,8 @@ fn verify_broker(
     let mut partitions = Vec::new();
     for p in broker.partitions(&args.range.partition)? {
         let resolved = broker.resolve(p, from, to, args.range.time_basis)?;
-        let mut progress = Progress::new(format!("audit verify partition {p}"), !args.range.quiet);
+        let mut progress =
+            Progress::new(format!("audit verify partition {p}"), args.range.progress_mode());
         let report = broker.read_range(&resolved, registry, &mut progress, &mut |_, _| Ok(()))?;
         progress.done();
         partitions.push(PartitionJson { report, located: resolved.located });
@@ -190,22 +192,22 @@ fn archive_finding(partition: u32, seq: Option<u64>, detail: String) -> Verifica
 pub(super) fn archive_verdict(
     path: &Path,
     registry: Option<&SignerRegistry>,
-    quiet: bool,
+    mode: ProgressMode,
 ) -> anyhow::Result<(u8, Vec<String>)> {
-    let doc = verify_archive(path, registry, quiet)?;
+    let doc = verify_archive(path, registry, mode)?;
     Ok((doc.exit_code, human(&doc)))
 }
 
 fn verify_archive(
     path: &Path,
     registry: Option<&SignerRegistry>,
-    quiet: bool,
+    mode: ProgressMode,
 ) -> anyhow::Result<Document> {
     let mut checks: BTreeMap<u32, RangeCheck> = BTreeMap::new();
     let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
     let mut declared: Vec<ExportRange> = Vec::new();
     let mut header = None;
-    let mut progress = Progress::new(format!("audit verify {}", path.display()), !quiet);
+    let mut progress = Progress::new(format!("audit verify {}", path.display()), mode);
     let outcome = archive::read(path, &mut |event| match event {
         Event::Header(h) => header = Some(h),
         Event::Range(r) => declared.push(r),
@@ -315,7 +317,8 @@ fn verify_archive(
         to: None,
         partition: Vec::new(),
         time_basis: super::TimeBasis::Event,
-        quiet,
+        quiet: mode == ProgressMode::None,
+        progress: crate::progress::ProgressArg { progress: mode },
     };
     Ok(document(source, &range, partitions, corrupt, outcome.notes))
 }

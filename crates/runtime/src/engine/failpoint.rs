@@ -14,7 +14,7 @@
 //! | point            | kind  | where                                                          |
 //! |------------------|-------|----------------------------------------------------------------|
 //! | `after_outputs`  | crash | state changes produced, nothing flushed                        |
-//! | `after_flush`    | crash | everything of the transaction delivered, offsets not sent      |
+//! | `after_flush`    | crash | offsets not sent (markers view: everything delivered first)    |
 //! | `after_offsets`  | crash | offsets sent to the transaction, not committed                 |
 //! | `after_markers`  | crash | progress markers produced, not committed                       |
 //! | `after_commit`   | crash | committed, before the next poll                                |
@@ -33,7 +33,7 @@ use std::fmt;
 pub enum Point {
     /// Crash: state changes produced, nothing flushed.
     AfterOutputs,
-    /// Crash: everything delivered, offsets not sent.
+    /// Crash: offsets not sent (with `committed_view = "markers"`: everything delivered).
     AfterFlush,
     /// Crash: offsets sent, not committed.
     AfterOffsets,

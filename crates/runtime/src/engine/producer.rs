@@ -1,8 +1,8 @@
 //! The instance's transactional producer: creation (fencing its predecessor), sending one record
 //! into the open transaction, and noticing records the broker refuses for what they are.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message, OwnedHeaders};
@@ -50,11 +50,66 @@ impl Rejections {
     }
 }
 
+/// Records handed to the producer and delivery reports received, so that the engine can wait
+/// for the last report of a transaction without sleeping. Every record librdkafka accepted gets
+/// exactly one report (delivered, refused, timed out or purged by an abort), served on the
+/// producer's polling thread, which wakes the waiting engine thread once nothing is left.
+///
+/// rust-rdkafka's own `flush` cannot do this on a `ThreadedProducer`: its `poll` competes with
+/// the polling thread for the reports and sleeps 100 ms whenever it loses (issue 8).
+#[derive(Debug, Default)]
+pub(super) struct Deliveries {
+    /// (records accepted by `send`, delivery reports received).
+    counts: Mutex<(u64, u64)>,
+    all_reported: Condvar,
+}
+
+impl Deliveries {
+    /// Counts one record librdkafka accepted.
+    pub(super) fn sent(&self) {
+        lock(&self.counts).0 += 1;
+    }
+
+    /// Counts one delivery report; wakes the waiter when it was the last one outstanding, or
+    /// when `wake` (a refused record: fail fast).
+    fn reported(&self, wake: bool) {
+        let mut c = lock(&self.counts);
+        c.1 += 1;
+        if wake || c.1 >= c.0 {
+            self.all_reported.notify_all();
+        }
+    }
+
+    /// Waits until every record sent so far has its delivery report, `stop()` holds (checked
+    /// whenever a report wakes the waiter), or `deadline` passes. Returns true when every report
+    /// is in.
+    pub(super) fn wait_all(&self, deadline: Instant, stop: impl Fn() -> bool) -> bool {
+        let mut c = lock(&self.counts);
+        loop {
+            if c.1 >= c.0 {
+                return true;
+            }
+            if stop() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            c = match self.all_reported.wait_timeout(c, deadline - now) {
+                Ok((g, _)) => g,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+}
+
 /// Producer context: remembers records refused for what they are (a poison output must be
-/// dead-lettered, not retried forever) and logs other delivery failures (the transaction then
-/// fails at commit and is aborted).
+/// dead-lettered, not retried forever), logs other delivery failures (the transaction then
+/// fails at commit and is aborted), and counts delivery reports ([`Deliveries`]).
 pub(super) struct DeliveryContext {
     rejections: Rejections,
+    pub(super) deliveries: Deliveries,
 }
 
 impl ClientContext for DeliveryContext {}
@@ -62,7 +117,16 @@ impl ClientContext for DeliveryContext {}
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
-        let Err((e, m)) = result else { return };
+        let refused = self.note_failure(result);
+        self.deliveries.reported(refused);
+    }
+}
+
+impl DeliveryContext {
+    /// Records or logs a failed delivery; true when the broker refused the record for what it
+    /// is.
+    fn note_failure(&self, result: &rdkafka::message::DeliveryResult<'_>) -> bool {
+        let Err((e, m)) = result else { return false };
         if is_record_specific(e) {
             let input = m.headers().and_then(|h| {
                 h.iter()
@@ -77,6 +141,7 @@ impl ProducerContext for DeliveryContext {
                 input,
                 message: e.to_string(),
             });
+            return true;
         } else if matches!(
             e.rdkafka_error_code(),
             Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
@@ -86,6 +151,7 @@ impl ProducerContext for DeliveryContext {
         } else {
             warn!(topic = m.topic(), partition = m.partition(), error = %e, "delivery failed");
         }
+        false
     }
 }
 
@@ -99,7 +165,10 @@ pub(super) fn new_producer(
 ) -> Result<ThreadedProducer<DeliveryContext>, RuntimeError> {
     let producer: ThreadedProducer<DeliveryContext> =
         kafka::transactional_producer(cfg, transactional_id)
-            .create_with_context(DeliveryContext { rejections: rejections.clone() })
+            .create_with_context(DeliveryContext {
+                rejections: rejections.clone(),
+                deliveries: Deliveries::default(),
+            })
             .map_err(|e| RuntimeError::kafka("create producer", e))?;
     retry_txn_call("init_transactions", || producer.init_transactions(TXN_TIMEOUT))?;
     Ok(producer)
@@ -131,7 +200,10 @@ impl<P: Processor> Core<P> {
         }
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.producer.context().deliveries.sent();
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     std::thread::sleep(Duration::from_millis(5));
@@ -147,5 +219,65 @@ impl<P: Processor> Core<P> {
                 Err((e, _)) => return Err(RuntimeError::kafka("produce", e)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LONG: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn wait_all_returns_when_the_last_report_arrives_on_another_thread() {
+        let d = Arc::new(Deliveries::default());
+        for _ in 0..3 {
+            d.sent();
+        }
+        let reporter = {
+            let d = Arc::clone(&d);
+            std::thread::spawn(move || {
+                for _ in 0..3 {
+                    std::thread::sleep(Duration::from_millis(5));
+                    d.reported(false);
+                }
+            })
+        };
+        // Woken by the third report, long before the deadline.
+        assert!(d.wait_all(Instant::now() + LONG, || false));
+        assert_eq!(*lock(&d.counts), (3, 3));
+        reporter.join().expect("reporter thread");
+    }
+
+    #[test]
+    fn wait_all_stops_early_when_a_refusal_is_reported() {
+        let d = Arc::new(Deliveries::default());
+        d.sent();
+        d.sent();
+        let refused = Arc::new(Mutex::new(false));
+        let reporter = {
+            let (d, refused) = (Arc::clone(&d), Arc::clone(&refused));
+            std::thread::spawn(move || {
+                *lock(&refused) = true;
+                d.reported(true);
+            })
+        };
+        // One report of two: not all delivered, but the refusal ends the wait.
+        assert!(!d.wait_all(Instant::now() + LONG, || *lock(&refused)));
+        reporter.join().expect("reporter thread");
+    }
+
+    #[test]
+    fn wait_all_gives_up_at_the_deadline_and_needs_nothing_when_nothing_was_sent() {
+        let d = Deliveries::default();
+        assert!(d.wait_all(Instant::now(), || false), "nothing sent: nothing to wait for");
+        d.sent();
+        assert!(!d.wait_all(Instant::now() + Duration::from_millis(20), || false));
+        // A report that arrives before its `sent` is counted (the callback thread can win the
+        // race) still balances.
+        d.reported(false);
+        d.reported(false);
+        d.sent();
+        assert!(d.wait_all(Instant::now(), || false));
     }
 }
