@@ -802,10 +802,6 @@ fn dashboard_queries_evaluate(st: &Stack) {
         ("Transactions aborted /s", "", "the scenarios abort a transaction only by chance", false),
         // The baseline line: the hour that ended 10 minutes ago, older than this test.
         ("Policy denials /s", "offset 10m", "the test is younger than the baseline window", true),
-        // librdkafka's per-partition consumer_lag is computed from the consumer's committed
-        // offset, which a transactional consumer (offsets committed through the producer) never
-        // has; the engine skips the -1. Remove this line when the engine exports the lag.
-        ("Consumer lag", "", "the engine exports no lag for a transactional consumer yet", true),
     ];
     let text = std::fs::read_to_string(repo_file("deploy/grafana/evalstream.json")).unwrap();
     let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -1,5 +1,9 @@
 //! `evalstream control ...`: operator switches that change what processors do.
 //!
+//! `control read-only` (cluster-wide read-only mode, through the compacted `evalstream.control`
+//! topic every processor follows) lives in [`read_only`]; the domain switches below change what
+//! processors output and are data in their input streams.
+//!
 //! ```text
 //!   control degraded on|off --reason R [--actor A]            runbook SentinelNet option A
 //!   control freeze-allocations on|off --reason R [--actor A]  runbook Finance "freeze allocations"
@@ -32,6 +36,8 @@ use evalstream_domain::events::{self, Fact};
 use evalstream_domain::records::{Switch, SwitchKind};
 use evalstream_runtime::codec::Codec;
 
+mod read_only;
+
 use super::common::load_config;
 use super::domain_io::{
     actor, command_id, partitions, produce_atomically, AuditFollower, Outgoing,
@@ -53,6 +59,11 @@ pub enum Command {
     /// allocation is approved or settled; decisions and verified settlements are held and applied
     /// in arrival order when unfrozen. Reconciliation corrections still apply.
     FreezeAllocations(SwitchArgs),
+    /// Read-only mode (runbook "mark service read-only"): every instance of the processor (or
+    /// of all processors) holds its partitions within a second — nothing consumed or produced,
+    /// state kept, lag grows — until `off`, which resumes exactly where each stopped. Survives
+    /// restarts (compacted control topic); the MODE setting stays the start-up default.
+    ReadOnly(read_only::ReadOnlyArgs),
 }
 
 /// On or off.
@@ -86,6 +97,7 @@ pub fn run(config: Option<&Path>, cmd: Command) -> anyhow::Result<ExitCode> {
     let (kind, args) = match cmd {
         Command::Degraded(a) => (SwitchKind::Degraded, a),
         Command::FreezeAllocations(a) => (SwitchKind::FreezeAllocations, a),
+        Command::ReadOnly(a) => return read_only::run(&load_config(config)?, a),
     };
     if args.reason.trim().is_empty() {
         anyhow::bail!("--reason must say why (it is recorded in the audit log)");

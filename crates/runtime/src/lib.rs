@@ -25,6 +25,7 @@
 pub mod b64;
 pub mod codec;
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod error;
 pub mod headers;

@@ -112,6 +112,9 @@ struct State {
     restoring: bool,
     dependencies: BTreeMap<String, Check>,
     mode: String,
+    /// Where the mode came from (`{"from": "config"}` or the control command), see
+    /// [`crate::control`].
+    mode_source: Value,
     stopped: Option<String>,
 }
 
@@ -154,6 +157,7 @@ impl Health {
                 restoring: false,
                 dependencies: BTreeMap::new(),
                 mode: MODE_NORMAL.to_owned(),
+                mode_source: json!({ "from": "config" }),
                 stopped: None,
             }),
             metrics,
@@ -209,6 +213,15 @@ impl Health {
     /// see the module docs for why the mode does not affect readiness.
     pub fn set_mode(&self, mode: &str) {
         self.update(|s| s.mode = mode.to_owned());
+    }
+
+    /// Records the operating mode and where it came from (the configuration or an operator's
+    /// command on the control topic, with reason and actor): shown as `mode_source`.
+    pub fn set_mode_from(&self, mode: &str, source: Value) {
+        self.update(|s| {
+            s.mode = mode.to_owned();
+            s.mode_source = source;
+        });
     }
 
     /// Records that the processing loop has stopped for good (a `Stop` disposition, or the end of
@@ -284,6 +297,7 @@ impl Health {
             "reasons": reasons,
             "warnings": warnings(&s),
             "mode": s.mode,
+            "mode_source": s.mode_source,
             "kafka": { "ok": s.kafka.ok, "detail": s.kafka.detail },
             "state": { "ok": !s.restoring, "restoring": s.restoring },
             "assignment": assignment,
@@ -309,6 +323,7 @@ impl Health {
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": self.started.elapsed().as_secs_f64(),
             "mode": s.mode,
+            "mode_source": s.mode_source,
         });
         if let Some(why) = &s.stopped {
             body["stopped_reason"] = json!(why);
@@ -626,6 +641,18 @@ mod tests {
         assert!(ok);
         assert_eq!(body["mode"], "read-only");
         assert_eq!(h.health_report().1["mode"], "read-only");
+        assert_eq!(body["mode_source"], json!({ "from": "config" }));
+    }
+
+    #[test]
+    fn mode_source_names_the_operator_command() {
+        let h = Health::new("totals");
+        let source = json!({ "from": "control", "key": "read-only/*", "reason": "INC-1",
+                             "actor": "alice" });
+        h.set_mode_from(MODE_READ_ONLY, source.clone());
+        assert_eq!(h.ready_report().1["mode"], "read-only");
+        assert_eq!(h.ready_report().1["mode_source"], source);
+        assert_eq!(h.health_report().1["mode_source"], source);
     }
 
     #[test]

@@ -160,6 +160,18 @@ impl Instance {
         self.env("EVALSTREAM_OPS_LISTEN", &format!("127.0.0.1:{port}"))
     }
 
+    /// `HOST:PORT` of the ops endpoints (for `evalstream control read-only --ops`).
+    pub fn ops_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.ops_port.expect("instance started without with_ops()"))
+    }
+
+    /// The `/ready` body as JSON (whatever the status), `None` when it does not answer.
+    pub fn ready_body(&self) -> Option<serde_json::Value> {
+        let port = self.ops_port.expect("instance started without with_ops()");
+        let response = it::http_get(port, "/ready")?;
+        serde_json::from_str(response.split("\r\n\r\n").nth(1)?).ok()
+    }
+
     /// The instance's `/metrics` text (empty when it does not answer).
     pub fn metrics(&self) -> String {
         let port = self.ops_port.expect("instance started without with_ops()");

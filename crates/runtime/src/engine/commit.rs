@@ -568,6 +568,12 @@ impl<P: Processor> Core<P> {
                 .seek(&tp.0, tp.1, pos.as_offset(), Duration::from_secs(10))
                 .map_err(|e| RuntimeError::kafka("seek", e))?;
         }
+        if self.held {
+            // Read-only: the resumes above must not let anything be fetched.
+            consumer
+                .pause(&self.assigned_tpl())
+                .map_err(|e| RuntimeError::kafka("pause (read-only)", e))?;
+        }
         self.metrics.restored("abort");
         info!(
             partitions = tps.len(),

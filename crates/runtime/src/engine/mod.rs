@@ -60,6 +60,7 @@ use tracing::{info, warn};
 
 use crate::codec::Codec;
 use crate::config::RuntimeConfig;
+use crate::control::{ControlFollower, EffectiveMode, ModeControl};
 use crate::error::{classify_kafka, Disposition, ErrorClass, RuntimeError};
 use crate::kafka;
 use crate::metrics::Metrics;
@@ -200,8 +201,16 @@ struct Core<P: Processor> {
     /// Current backoff after dependency failures; reset by a successful commit.
     backoff: Duration,
     last_punctuate: Instant,
-    /// Read-only mode: when the lag of the held partitions was last measured.
-    last_lag_report: Instant,
+    /// Read-only mode: when the lag of the held partitions was last measured (`None`: measure
+    /// at once).
+    last_lag_report: Option<Instant>,
+    /// The mode the operator wants (configured default, or the control topic).
+    control: Arc<ModeControl>,
+    /// The mode last applied (and reported on `/health`); `None` before the first.
+    applied: Option<EffectiveMode>,
+    /// Read-only is in force: every assigned partition is paused, nothing is processed,
+    /// punctuated or produced.
+    held: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -219,10 +228,11 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
     let names = TopicNames::new(&cfg, &processor);
     ensure_internal_topics(&cfg, &names)?;
     opts.health.set_kafka(true, "topics checked");
-    opts.health.set_mode(cfg.mode.as_str());
-    if cfg.mode == crate::config::Mode::ReadOnly {
-        warn!("read-only mode: partitions are assigned and held, nothing is consumed");
-    }
+    // The mode to start in: the control topic's last command for this processor, else the
+    // configured MODE. Read before subscribing, so a restarted instance never consumes in a
+    // mode the operator switched off.
+    let control = ModeControl::new(processor.name(), cfg.mode);
+    let _follower = ControlFollower::start(&cfg, control.clone(), Duration::from_secs(10))?;
 
     let transactional_id = format!("{}-{}", names.group, cfg.instance_id);
     let rejections = Rejections::default();
@@ -261,7 +271,10 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
         fail_points: opts.fail_points,
         backoff: Duration::ZERO,
         last_punctuate: Instant::now(),
-        last_lag_report: Instant::now(),
+        last_lag_report: None,
+        control,
+        applied: None,
+        held: false,
     }));
 
     let mut ccfg = kafka::eos_consumer(&cfg, &names.group);
@@ -305,6 +318,12 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
                     Err(e) => break Err(e),
                 }
             }
+            if let Err(e) = c.apply_mode(&consumer) {
+                if let Some(e) = c.recover(&consumer, e) {
+                    break Err(e);
+                }
+                continue;
+            }
             c.resume_due(&consumer);
             c.report_held_lag();
             match &c.txn {
@@ -321,6 +340,9 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
             continue;
         }
         match polled {
+            // Read-only: a record fetched before the pause took effect is not processed; the
+            // position stays before it and the resume seeks back there.
+            Some(Ok(_)) if c.held => {}
             Some(Ok(msg)) => {
                 if let Err(e) = c.handle(&consumer, &msg) {
                     if let Some(e) = c.recover(&consumer, e) {
@@ -336,6 +358,9 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
                 }
             }
             None => {}
+        }
+        if c.held {
+            continue;
         }
         if let Err(e) = c.punctuate_if_due() {
             if let Some(e) = c.recover(&consumer, e) {
@@ -376,16 +401,76 @@ pub fn spawn<P: Processor>(
 }
 
 impl<P: Processor> Core<P> {
+    /// Applies the mode the operator wants, if it is not the one in force: entering read-only
+    /// commits the open transaction and pauses every assigned partition; leaving it resumes
+    /// them and seeks each to the engine's own position, so processing continues exactly after
+    /// the last record processed (whatever librdkafka had fetched meanwhile). Retry and input
+    /// gate holds are dropped on resume: their records are read again and held again if still
+    /// not due, as after a reset.
+    fn apply_mode(&mut self, consumer: &EngineConsumer<P>) -> Result<(), RuntimeError> {
+        let want = self.control.current();
+        if self.applied.as_ref() == Some(&want) {
+            return Ok(());
+        }
+        let read_only = want.mode == crate::config::Mode::ReadOnly;
+        if read_only && !self.held {
+            if self.txn.is_some() {
+                self.commit(consumer)?;
+            }
+            let tpl = self.assigned_tpl();
+            consumer.pause(&tpl).map_err(|e| RuntimeError::kafka("pause (read-only)", e))?;
+            self.held = true;
+            self.last_lag_report = None;
+            warn!(
+                partitions = tpl.count(),
+                source = %want.source_json(),
+                "read-only: partitions held, nothing is consumed or produced"
+            );
+        } else if !read_only && self.held {
+            self.release(consumer)?;
+            self.held = false;
+            info!(source = %want.source_json(), "normal mode: partitions resumed where they stopped");
+        }
+        self.health.set_mode_from(want.mode.as_str(), want.source_json());
+        self.applied = Some(want);
+        Ok(())
+    }
+
+    /// Every assigned partition, as a list.
+    fn assigned_tpl(&self) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in &self.assigned {
+            tpl.add_partition(topic, *partition);
+        }
+        tpl
+    }
+
+    /// Leaves read-only: resumes every assigned partition at the engine's position.
+    fn release(&mut self, consumer: &EngineConsumer<P>) -> Result<(), RuntimeError> {
+        self.paused.clear();
+        if let Some(gate) = self.gate.as_mut() {
+            gate.take_waiting();
+        }
+        let tpl = self.assigned_tpl();
+        consumer.resume(&tpl).map_err(|e| RuntimeError::kafka("resume (read-only off)", e))?;
+        for tp in &self.assigned {
+            let pos = self.positions.get(tp).copied().unwrap_or(Position { next: None });
+            consumer
+                .seek(&tp.0, tp.1, pos.as_offset(), Duration::from_secs(10))
+                .map_err(|e| RuntimeError::kafka("seek (read-only off)", e))?;
+        }
+        Ok(())
+    }
+
     /// Read-only mode: the held partitions are never fetched, so librdkafka's statistics know
     /// no lag for them; measure it (high watermark − committed position) every 5 s, so that
     /// `evalstream_consumer_lag` shows the safe mode's backlog growing.
     fn report_held_lag(&mut self) {
-        if self.cfg.mode != crate::config::Mode::ReadOnly
-            || self.last_lag_report.elapsed() < Duration::from_secs(5)
+        if !self.held || self.last_lag_report.is_some_and(|t| t.elapsed() < Duration::from_secs(5))
         {
             return;
         }
-        self.last_lag_report = Instant::now();
+        self.last_lag_report = Some(Instant::now());
         for (topic, partition) in &self.assigned {
             let Ok((low, high)) = self.reader.watermarks_physical(topic, *partition) else {
                 continue;
@@ -399,6 +484,9 @@ impl<P: Processor> Core<P> {
     /// Resumes retry partitions whose due time has come, and partitions the input gate held
     /// back whose marker has been seen.
     fn resume_due(&mut self, consumer: &EngineConsumer<P>) {
+        if self.held {
+            return;
+        }
         let now = Instant::now();
         let mut due: Vec<(String, i32)> =
             self.paused.iter().filter(|(_, t)| **t <= now).map(|(k, _)| k.clone()).collect();

@@ -24,12 +24,33 @@ pub(super) struct EngineContext<P: Processor> {
 }
 
 impl<P: Processor> ClientContext for EngineContext<P> {
+    /// Exports `evalstream_consumer_lag` per assigned partition from librdkafka's statistics.
+    /// librdkafka's own `consumer_lag` stays -1 here: it subtracts the offset *it* committed,
+    /// and this consumer never commits (offsets go through the producer's transactions). So the
+    /// lag is computed as [`partition_lag`] of the partition's end and the engine's committed
+    /// position. Held partitions (read-only) are not fetched, so their statistics are stale:
+    /// `report_held_lag` measures those from the watermarks instead.
     fn stats(&self, stats: Statistics) {
         let core = lock(&self.core);
+        if core.held {
+            return;
+        }
         for (topic, t) in &stats.topics {
             for (p, part) in &t.partitions {
-                if *p >= 0 && part.consumer_lag >= 0 {
-                    core.metrics.set_lag(core.names.logical(topic), *p, part.consumer_lag);
+                let tp = (topic.clone(), *p);
+                if *p < 0 || !core.assigned.contains(&tp) {
+                    continue;
+                }
+                let committed = core.committed.get(&tp).and_then(|pos| pos.next);
+                let lag = partition_lag(
+                    part.ls_offset,
+                    part.hi_offset,
+                    committed,
+                    part.app_offset,
+                    part.lo_offset,
+                );
+                if let Some(lag) = lag {
+                    core.metrics.set_lag(core.names.logical(topic), *p, lag);
                 }
             }
         }
@@ -106,7 +127,7 @@ impl<P: Processor> ConsumerContext for EngineContext<P> {
                         }
                         if let Err(e) = consumer.assign(tpl) {
                             core.fatal = Some(RuntimeError::kafka("assign", e));
-                        } else if core.cfg.mode == crate::config::Mode::ReadOnly {
+                        } else if core.held {
                             // Read-only: hold every partition; lag grows, nothing is dropped.
                             if let Err(e) = consumer.pause(tpl) {
                                 core.fatal = Some(RuntimeError::kafka("pause (read-only)", e));
@@ -260,5 +281,63 @@ impl<P: Processor> Core<P> {
             self.committed.insert((topic.clone(), *partition), pos);
         }
         Ok(())
+    }
+}
+
+/// Consumer lag of one partition from librdkafka statistics: the end a `read_committed`
+/// consumer can reach (the last stable offset, else the high watermark when the broker did not
+/// report one) minus the next offset to process. That is the engine's committed position, or
+/// librdkafka's application position when it is further: librdkafka moves it past transaction
+/// markers, which a committed position (the offset after the last *record*) never passes, so an
+/// idle input written by transactions would otherwise show a lag of 1 forever. Without either,
+/// the log start. `None` while librdkafka knows no end yet (statistics use negative values for
+/// "unknown").
+pub(super) fn partition_lag(
+    ls_offset: i64,
+    hi_offset: i64,
+    committed: Option<i64>,
+    app_offset: i64,
+    lo_offset: i64,
+) -> Option<i64> {
+    let end = [ls_offset, hi_offset].into_iter().find(|o| *o >= 0)?;
+    let app = (app_offset >= 0).then_some(app_offset);
+    let next = match (committed, app) {
+        (Some(c), Some(a)) => Some(c.max(a)),
+        (c, a) => c.or(a).or((lo_offset >= 0).then_some(lo_offset)),
+    }?;
+    Some((end - next).max(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::partition_lag;
+
+    #[test]
+    fn lag_is_stable_end_minus_committed_position() {
+        assert_eq!(partition_lag(120, 130, Some(100), -1001, 0), Some(20));
+        assert_eq!(partition_lag(120, 130, Some(100), 90, 0), Some(20));
+        // No last stable offset reported: the high watermark.
+        assert_eq!(partition_lag(-1, 130, Some(100), -1001, 0), Some(30));
+    }
+
+    #[test]
+    fn a_trailing_transaction_marker_is_not_lag() {
+        // Last record at 9 (committed position 10), its commit marker at 10, end 11: librdkafka's
+        // application position moved past the marker.
+        assert_eq!(partition_lag(11, 11, Some(10), 11, 0), Some(0));
+    }
+
+    #[test]
+    fn without_a_committed_position_the_application_position_then_log_start() {
+        assert_eq!(partition_lag(50, 50, None, 45, 0), Some(5));
+        assert_eq!(partition_lag(50, 50, None, -1001, 10), Some(40));
+    }
+
+    #[test]
+    fn unknown_end_or_position_exports_nothing_and_lag_is_never_negative() {
+        assert_eq!(partition_lag(-1001, -1, Some(3), 3, 0), None);
+        assert_eq!(partition_lag(10, 10, None, -1001, -1001), None);
+        // A transaction marker after the last record: the position may pass the end.
+        assert_eq!(partition_lag(10, 11, Some(11), 11, 0), Some(0));
     }
 }
