@@ -29,7 +29,7 @@
 //!   `retries_exhausted` (an optional DLQ entry), and the requeue that follows settles it, so its
 //!   final state is the same either way;
 //! - the kills happen in phase A, which has no settlements, so no record waits on a retry topic
-//!   across the rebalances the kills cause (see [`phase_a`] for the engine defect this avoids).
+//!   across the rebalances the kills cause (see [`phase_a`]).
 #![cfg(feature = "broker")]
 
 mod common;
@@ -166,10 +166,10 @@ fn currency(i: usize) -> &'static str {
 
 /// Phase A, in batches of 50 submissions: per batch the early decisions, the submissions (with
 /// duplicates, conflicts and invalid ones), then the decisions. No settlement: the processors
-/// are killed during this phase, and a settlement waiting on the retry topic across the
-/// rebalance a kill causes would stay paused for good (an engine defect: librdkafka keeps a
-/// paused partition paused across re-assignment and the engine forgets it paused it; reported,
-/// the engine is owned elsewhere), so retries are kept to the phases without kills.
+/// are killed during this phase, and retries are kept to the phases without kills so that a
+/// late settlement's outcome does not depend on how long the rebalances take. (This scenario
+/// found an engine defect: a retry partition paused until a due time stayed paused for good after
+/// a rebalance. Fixed; `retry::a_retry_pending_across_a_rebalance_is_still_retried` covers it.)
 fn phase_a() -> Vec<Vec<In>> {
     let mut batches = Vec::new();
     for start in (0..N).step_by(50) {
