@@ -34,13 +34,15 @@ fn takeover_before_the_dead_instances_transaction_times_out() {
     it::create_topic(&format!("{prefix}totals.output"), PARTITIONS);
     let codec = Codec::from_env().expect("codec");
 
-    let wave = |range: std::ops::Range<u64>| {
+    let wave = |range: std::ops::Range<u64>, batch: usize| {
         let (codec, topic) = (codec.clone(), input.clone());
         std::thread::spawn(move || {
-            eos::produce_inputs(&codec, &topic, range, 400, Duration::from_millis(100))
+            eos::produce_inputs(&codec, &topic, range, batch, Duration::from_millis(100))
         })
     };
-    let first_wave = wave(0..8_000);
+    // The first wave trickles (about 8 s), so that `a` commits many small transactions rather
+    // than a backlog in two or three large ones (a fast engine drains 8 000 records at once).
+    let first_wave = wave(0..8_000, 100);
     // `a` crashes at its 20th commit, after the records are delivered and before the offsets
     // and markers: its transaction stays open on the changelog and output partitions.
     let mut a = Instance::new("totals", &prefix, "a")
@@ -75,7 +77,7 @@ fn takeover_before_the_dead_instances_transaction_times_out() {
         c.ready_partitions().is_some_and(|n| n > 0)
     });
     eprintln!("[{:?}] c owns partitions", started.elapsed());
-    let second_wave = wave(8_000..16_000);
+    let second_wave = wave(8_000..16_000, 400);
     let mut inputs = first_wave.join().expect("producer");
     inputs.extend(second_wave.join().expect("producer"));
     eos::wait_committed(&prefix, &eos::next_offsets_of(&inputs), Duration::from_secs(240));
