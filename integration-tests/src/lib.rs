@@ -193,6 +193,23 @@ pub fn client_config() -> ClientConfig {
     c
 }
 
+/// Deletes every topic whose name starts with `prefix` (what a test created under it); errors
+/// are ignored: this is clean-up.
+pub fn delete_topics_under(prefix: &str) {
+    let meta: BaseConsumer = client_config().create().unwrap();
+    let md = meta.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    let names: Vec<String> = md
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    let admin: AdminClient<DefaultClientContext> = client_config().create().unwrap();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _ = rt.block_on(admin.delete_topics(&refs, &AdminOptions::new()));
+}
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -71,24 +71,6 @@ fn records(topic: &str) -> Records {
     out
 }
 
-fn delete_prefix(prefix: &str) {
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    use rdkafka::client::DefaultClientContext;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let meta: BaseConsumer = it::client_config().create().unwrap();
-    let md = meta.fetch_metadata(None, Duration::from_secs(10)).unwrap();
-    let names: Vec<String> = md
-        .topics()
-        .iter()
-        .map(|t| t.name().to_string())
-        .filter(|n| n.starts_with(prefix))
-        .collect();
-    let admin: AdminClient<DefaultClientContext> = it::client_config().create().unwrap();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let _ = rt.block_on(admin.delete_topics(&refs, &AdminOptions::new()));
-}
-
 #[test]
 fn the_drill_restores_the_audit_archive_verifies_it_and_runs_the_scenario() {
     let started = Instant::now();
@@ -162,7 +144,7 @@ fn the_drill_restores_the_audit_archive_verifies_it_and_runs_the_scenario() {
         assert_eq!(p, if i % 3 == 0 { "denied" } else { "promoted" }, "promotion {i}");
         assert_eq!(a, if i % 4 == 0 { "denied" } else { "settled" }, "allocation {i}");
     }
-    delete_prefix(&target);
+    it::delete_topics_under(&target);
 
     // A tampered archive: the drill fails at import and nothing reaches the restored chain.
     let archive = w.dir.join("archive.jsonl");
@@ -206,6 +188,6 @@ fn the_drill_restores_the_audit_archive_verifies_it_and_runs_the_scenario() {
         it::read_topic(&format!("{target}audit.chain")).is_empty(),
         "a tampered archive was imported"
     );
-    delete_prefix(&target);
+    it::delete_topics_under(&target);
     eprintln!("drill test took {:?}", started.elapsed());
 }

@@ -67,24 +67,6 @@ fn topics_under(prefix: &str) -> usize {
     md.topics().iter().filter(|t| t.name().starts_with(prefix)).count()
 }
 
-/// Deletes every topic under `prefix`.
-fn delete_under(prefix: &str) {
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    use rdkafka::client::DefaultClientContext;
-    let meta: BaseConsumer = it::client_config().create().unwrap();
-    let md = meta.fetch_metadata(None, Duration::from_secs(10)).unwrap();
-    let names: Vec<String> = md
-        .topics()
-        .iter()
-        .map(|t| t.name().to_string())
-        .filter(|n| n.starts_with(prefix))
-        .collect();
-    let admin: AdminClient<DefaultClientContext> = it::client_config().create().unwrap();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let _ = rt.block_on(admin.delete_topics(&refs, &AdminOptions::new()));
-}
-
 #[test]
 fn rebuild_matches_the_live_state_finds_a_tampered_key_and_cuts_over() {
     let started = Instant::now();
@@ -214,7 +196,7 @@ fn rebuild_matches_the_live_state_finds_a_tampered_key_and_cuts_over() {
     assert_eq!(out.status.code(), Some(4), "{out}");
     assert!(out.stderr.contains("member"), "{out}");
     live.stop();
-    delete_under(&kept);
+    it::delete_topics_under(&kept);
     eprintln!("rebuild test took {:?}", started.elapsed());
 }
 

@@ -70,6 +70,27 @@ fn config(prefix: &str, instance: &str) -> RuntimeConfig {
     cfg
 }
 
+/// The test processor on the engine, in this process.
+fn spawn(
+    cfg: RuntimeConfig,
+    codec: &Codec,
+    metrics: &Arc<Metrics>,
+    shutdown: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Result<(), evalstream_runtime::error::RuntimeError>> {
+    engine::spawn(
+        Settle,
+        EngineOptions {
+            config: cfg,
+            codec: codec.clone(),
+            metrics: metrics.clone(),
+            health: Health::new("retry-test"),
+            shutdown: shutdown.clone(),
+            fail_points: engine::FailPoints::none(),
+        },
+    )
+    .unwrap()
+}
+
 fn rec(codec: &Codec, topic: &str, key: &str) -> it::RawRecord {
     let input = TotalsInput { key: key.into(), amount: 1, payload: String::new() };
     it::RawRecord::new(codec.encode_record(topic, &input).unwrap()).partition(0)
@@ -89,18 +110,7 @@ fn not_ready_records_are_retried_with_backoff_then_dead_lettered() {
     // is there before S:1's last attempt.
     cfg.retry.initial_backoff_ms = 1000;
     let shutdown = Arc::new(AtomicBool::new(false));
-    let handle = engine::spawn(
-        Settle,
-        EngineOptions {
-            config: cfg,
-            codec: codec.clone(),
-            metrics: Metrics::new("retry-test"),
-            health: Health::new("retry-test"),
-            shutdown: shutdown.clone(),
-            fail_points: engine::FailPoints::none(),
-        },
-    )
-    .unwrap();
+    let handle = spawn(cfg, &codec, &Metrics::new("retry-test"), &shutdown);
 
     // The settlement of 1 arrives before its allocation; 2 is never allocated.
     let coords = it::produce_raw(&input, &[rec(&codec, &input, "S:1"), rec(&codec, &input, "S:2")]);
@@ -181,18 +191,7 @@ fn a_retry_pending_across_a_rebalance_is_still_retried() {
     cfg.retry.initial_backoff_ms = 15_000;
     let metrics = Metrics::new("retry-test");
     let shutdown = Arc::new(AtomicBool::new(false));
-    let handle = engine::spawn(
-        Settle,
-        EngineOptions {
-            config: cfg,
-            codec: codec.clone(),
-            metrics: metrics.clone(),
-            health: Health::new("retry-test"),
-            shutdown: shutdown.clone(),
-            fail_points: engine::FailPoints::none(),
-        },
-    )
-    .unwrap();
+    let handle = spawn(cfg, &codec, &metrics, &shutdown);
     let assigns = |m: &Metrics| {
         m.encode()
             .lines()

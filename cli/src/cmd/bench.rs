@@ -316,22 +316,7 @@ fn delete_prefixed(cfg: &RuntimeConfig) -> anyhow::Result<()> {
         cfg.topic_prefix.contains("bench-"),
         "refusing to delete outside a bench prefix"
     );
-    let meta: BaseConsumer = kafka::base(cfg).create()?;
-    let md = meta.fetch_metadata(None, Duration::from_secs(10))?;
-    let names: Vec<String> = md
-        .topics()
-        .iter()
-        .map(|t| t.name().to_string())
-        .filter(|n| n.starts_with(&cfg.topic_prefix))
-        .collect();
-    if names.is_empty() {
-        return Ok(());
-    }
-    let admin: AdminClient<DefaultClientContext> = kafka::base(cfg).create()?;
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(admin.delete_topics(&refs, &AdminOptions::new()))?;
-    Ok(())
+    crate::cmd::common::delete_prefixed(cfg).map(drop)
 }
 
 /// A config under a fresh random topic prefix (`bench-<hex>.`).

@@ -420,6 +420,31 @@ pub fn emit(out: &mut impl Write, line: &str) -> std::io::Result<bool> {
     }
 }
 
+/// Deletes every topic under `cfg`'s prefix; returns how many.
+pub fn delete_prefixed(cfg: &RuntimeConfig) -> anyhow::Result<usize> {
+    anyhow::ensure!(!cfg.topic_prefix.is_empty(), "refusing to delete topics without a prefix");
+    let meta: BaseConsumer = kafka::base(cfg).create()?;
+    let md = meta.fetch_metadata(None, Duration::from_secs(10))?;
+    let names: Vec<String> = md
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .filter(|n| n.starts_with(&cfg.topic_prefix))
+        .collect();
+    if names.is_empty() {
+        return Ok(0);
+    }
+    let admin: AdminClient<DefaultClientContext> = kafka::base(cfg).create()?;
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    for r in rt.block_on(admin.delete_topics(&refs, &AdminOptions::new()))? {
+        if let Err((t, e)) = r {
+            anyhow::bail!("deleting {t}: {e}");
+        }
+    }
+    Ok(names.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,8 +75,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
 use self::digest::{diff, show_key, Diff, State};
+use super::common::delete_prefixed;
 use super::common::{load_config, send_blocking};
-use super::drill::{delete_prefixed, ready, wait_for_leaders, Proc};
+use super::drill::{ready, wait_for_leaders, Proc};
 use crate::progress::{Progress, ProgressArg};
 
 /// Records per copy transaction: small enough to stay far inside the transaction timeout.
