@@ -14,6 +14,8 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::audit;
@@ -44,6 +46,7 @@ fn produce_events(
     n: u64,
     batch_size: usize,
     pause: Duration,
+    stop: &AtomicBool,
 ) -> (BTreeMap<i32, Vec<String>>, usize) {
     let mut order: BTreeMap<i32, Vec<String>> = BTreeMap::new();
     let mut dups = 0;
@@ -67,6 +70,9 @@ fn produce_events(
         if batch.len() >= batch_size {
             it::produce_raw(topic, &batch);
             batch.clear();
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
             std::thread::sleep(pause);
         }
     }
@@ -225,7 +231,9 @@ fn chain_is_exact_under_crashes_with_duplicates() {
         let (codec, topic) = (codec.clone(), format!("{prefix}audit.events"));
         // About 40 s of input: every kill below lands while events are flowing.
         let pause = Duration::from_millis(2000 * 40_000 / n.max(1));
-        std::thread::spawn(move || produce_events(&codec, &topic, n, 2000, pause))
+        std::thread::spawn(move || {
+            produce_events(&codec, &topic, n, 2000, pause, &AtomicBool::new(false))
+        })
     };
     // Each kill comes after the restarted instance has committed new work (so it dies in the
     // middle of processing, not while joining the group), at a random point after that.
@@ -294,7 +302,14 @@ fn chain_is_exact_when_transaction_calls_fail() {
     let (order, dups) = {
         let (codec, topic) = (codec.clone(), format!("{prefix}audit.events"));
         std::thread::spawn(move || {
-            produce_events(&codec, &topic, n, 2000, Duration::from_millis(100))
+            produce_events(
+                &codec,
+                &topic,
+                n,
+                2000,
+                Duration::from_millis(100),
+                &AtomicBool::new(false),
+            )
         })
         .join()
         .expect("producer")
@@ -334,14 +349,17 @@ fn a_zombie_is_fenced_and_the_chain_does_not_fork() {
     let codec = Codec::from_env().expect("codec");
     let dir = audit::temp_dir("zombie");
     let (key, signers) = audit::local_signer(&dir, "audit-test-a");
-    let n = 24_000;
+    // Input flows in small batches (800 events/s) until the zombie has been thawed and has
+    // rejoined: the instances then have a transaction open (up to one commit interval after each
+    // batch) much of the time, so that z can be frozen inside one however long the detection
+    // takes on a loaded machine, and y and the thawed z work on live input. (A fixed amount ran
+    // out while a loaded CI machine was still trying to freeze z.)
+    let stop_input = Arc::new(AtomicBool::new(false));
     let producer = {
         let (codec, topic) = (codec.clone(), format!("{prefix}audit.events"));
-        // About 30 s of input, in small batches: the instances then have a transaction open
-        // (up to one commit interval after each batch) much of the time, so that z can be
-        // frozen inside one; 2000-record batches every 2.5 s left z idle ~95% of the time.
+        let stop = Arc::clone(&stop_input);
         std::thread::spawn(move || {
-            produce_events(&codec, &topic, n, 200, Duration::from_millis(250))
+            produce_events(&codec, &topic, 1_000_000, 200, Duration::from_millis(250), &stop)
         })
     };
     let group = format!("{prefix}evalstream.audit-chain");
@@ -394,7 +412,9 @@ fn a_zombie_is_fenced_and_the_chain_does_not_fork() {
     let fenced = it::metric_sum(&z_metrics, "evalstream_transactions_aborted_total", &[])
         + it::metric_sum(&z_metrics, "evalstream_rebalances_total", &["kind=\"lost\""]);
 
+    stop_input.store(true, Ordering::SeqCst);
     let (order, dups) = producer.join().expect("producer");
+    let n: u64 = order.values().map(|ids| ids.len() as u64).sum();
     wait_group(&group, &events_topic, Duration::from_secs(300));
     audit::wait_tail_signed(&codec, &prefix, PARTITIONS);
     assert!(z.running() && y.running(), "both instances must keep running");
@@ -441,7 +461,14 @@ fn two_chain_instances_with_kills_and_takeovers() {
     let producer = {
         let (codec, topic) = (codec.clone(), format!("{prefix}audit.events"));
         std::thread::spawn(move || {
-            produce_events(&codec, &topic, n, 2000, Duration::from_millis(2500))
+            produce_events(
+                &codec,
+                &topic,
+                n,
+                2000,
+                Duration::from_millis(2500),
+                &AtomicBool::new(false),
+            )
         })
     };
     let group = format!("{prefix}evalstream.audit-chain");
