@@ -478,6 +478,11 @@ fn passthrough_worker(base: &RuntimeConfig, args: &Args) -> anyhow::Result<ExitC
         if let Some(v) = m.payload() {
             rec = rec.payload(v);
         }
+        // The input's timestamp travels with the copy, as a mirror keeps it: the latency suite
+        // measures input timestamp → output visible from it.
+        if let Some(ts) = m.timestamp().to_millis() {
+            rec = rec.timestamp(ts);
+        }
         loop {
             match producer.send(rec) {
                 Ok(()) => break,

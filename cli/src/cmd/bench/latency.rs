@@ -8,6 +8,11 @@
 //! to pair each output's source (partition, offset) with its input's timestamp. The latency thus
 //! includes the producer's batching, the broker, the system's processing and its commit (an
 //! exactly-once output is invisible until its transaction commits), and the reader's fetch.
+//!
+//! The raw pass-through is measured the same way at the same rate, as the floor this machine and
+//! broker set: it copies each input's timestamp onto its output, which the reader sees as soon as
+//! it is written (no transaction), so its latency is the producer, the broker, one consume and one
+//! produce, and the reader, with the benchmark's own producer competing for the same cores.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +33,10 @@ use super::totals::{start, Kind};
 use super::verify::Update;
 use super::{create_topics, fresh, input_record, Args, Ctx, Input, Topics};
 
-/// Output visibility times: (source partition, source offset) → wall-clock ms.
-type Seen = Arc<Mutex<HashMap<(i32, i64), i64>>>;
+/// Output visibility: (source partition, source offset) → (wall-clock ms it became visible, the
+/// input timestamp it carries when the system copies it: the raw pass-through). The raw
+/// pass-through keys by the output's own (partition, offset), as its outputs name no source.
+type Seen = Arc<Mutex<HashMap<(i32, i64), (i64, Option<i64>)>>>;
 
 /// Measures `kind`'s latency at `rate` records/s.
 pub(crate) fn run(
@@ -47,16 +54,18 @@ pub(crate) fn run(
     let partitions = args.partitions;
     create_topics(&cfg, &[input.clone(), cfg.topic(evalstream_totals::OUTPUT)], partitions)?;
     let total = (rate * args.latency_seconds).ceil().max(1.0) as u64;
-    let mut s = start(kind, ctx, &cfg, partitions, total, "latency", peer)?;
+    // The raw pass-through stops after the records it is told of: the warm-up's count too.
+    let mut s = start(kind, ctx, &cfg, partitions, total + partitions as u64, "latency", peer)?;
 
     let seen: Seen = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let (cfg, codec, output, seen, stop) =
             (cfg.clone(), codec.clone(), s.output.clone(), seen.clone(), stop.clone());
-        std::thread::spawn(move || watch(&cfg, &codec, &output, partitions, &seen, &stop))
+        let raw = kind == Kind::Raw;
+        std::thread::spawn(move || watch(&cfg, &codec, &output, partitions, raw, &seen, &stop))
     };
-    let result = (|| {
+    let result = (|| -> anyhow::Result<i64> {
         let producer: ThreadedProducer<DefaultProducerContext> =
             kafka::plain_producer(&cfg).set("linger.ms", "0").create()?;
         let filler = "x".repeat(args.record_bytes.saturating_sub(40));
@@ -70,6 +79,7 @@ pub(crate) fn run(
         wait_for(&mut s, &seen, partitions as usize, Duration::from_secs(180))?;
 
         let started = Instant::now();
+        let started_ms = now_ms();
         let mut sent = 0u64;
         while sent < total {
             let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(total);
@@ -94,12 +104,13 @@ pub(crate) fn run(
             std::thread::sleep(Duration::from_millis(1));
         }
         producer.flush(Duration::from_secs(30))?;
-        wait_for(&mut s, &seen, partitions as usize + total as usize, Duration::from_secs(120))
+        wait_for(&mut s, &seen, partitions as usize + total as usize, Duration::from_secs(120))?;
+        Ok(started_ms)
     })();
     stop.store(true, Ordering::SeqCst);
     let _ = reader.join();
     s.stop()?;
-    result?;
+    let started_ms = result?;
 
     // Input timestamps by (partition, offset), read back from the input itself.
     let mut sent_at: HashMap<(i32, i64), i64> = HashMap::new();
@@ -129,11 +140,14 @@ pub(crate) fn run(
     let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
     // (input timestamp, visible at) of every measured record, in send order: written next to
     // the child logs, so a latency that grows during the run (a backlog) can be told from a
-    // steady one.
+    // steady one. The warm-up records (offset 0 of each input partition, sent before the clock
+    // started) are left out.
     let mut pairs: Vec<(i64, i64)> = seen
         .iter()
-        .filter(|((_, offset), _)| *offset > 0)
-        .filter_map(|(src, at)| sent_at.get(src).map(|ts| (*ts, *at)))
+        .filter_map(|(src, (at, carried))| match carried {
+            Some(ts) => (*ts >= started_ms).then_some((*ts, *at)),
+            None => (src.1 > 0).then(|| sent_at.get(src).map(|ts| (*ts, *at))).flatten(),
+        })
         .collect();
     pairs.sort_unstable();
     let tsv: String = pairs.iter().map(|(ts, at)| format!("{ts}\t{at}\t{}\n", at - ts)).collect();
@@ -183,6 +197,7 @@ fn watch(
     codec: &Codec,
     output: &str,
     partitions: i32,
+    raw: bool,
     seen: &Seen,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
@@ -198,11 +213,17 @@ fn watch(
     while !stop.load(Ordering::SeqCst) {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(10)) {
             let at = now_ms();
-            if let Some(v) = m.payload() {
+            if raw {
+                if let Some(ts) = m.timestamp().to_millis() {
+                    seen.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert((m.partition(), m.offset()), (at, Some(ts)));
+                }
+            } else if let Some(v) = m.payload() {
                 if let Ok(u) = Update::decode(codec, v) {
                     seen.lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert((u.source_partition, u.source_offset), at);
+                        .insert((u.source_partition, u.source_offset), (at, None));
                 }
             }
         }
