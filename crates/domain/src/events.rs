@@ -34,6 +34,29 @@ pub struct Fact {
 }
 
 impl Fact {
+    /// `ops.switch_applied`: `processor` applied the operator's switch command in `partition`
+    /// (one fact per partition and processor, as each copy of the command is applied where it
+    /// lands; `evalstream control` waits for all of them).
+    pub fn switch_applied(
+        processor: &'static str,
+        switch: &crate::records::Switch,
+        partition: i32,
+    ) -> Self {
+        Fact::new(
+            processor,
+            "ops.switch_applied",
+            "switch_applied",
+            &switch.command_id,
+            format!("p{partition}"),
+            switch.issued_at,
+        )
+        .actor(&switch.actor)
+        .with("switch", switch.switch.as_str())
+        .with("on", switch.on)
+        .with("reason", switch.reason.as_str())
+        .with("partition", partition)
+    }
+
     /// A fact of type `event_type` (dotted, e.g. `alloc.settled`) made by `processor`: `subject`
     /// went through `transition` because of the input `cause_id`, at `occurred_at`.
     pub fn new(

@@ -359,20 +359,7 @@ impl Ledger<'_> {
         if !s.on {
             self.release(ctx)?;
         }
-        let fact = Fact::new(
-            NAME,
-            "ops.switch_applied",
-            "switch_applied",
-            &s.command_id,
-            format!("p{partition}"),
-            s.issued_at,
-        )
-        .actor(&s.actor)
-        .with("switch", s.switch.as_str())
-        .with("on", s.on)
-        .with("reason", s.reason.as_str())
-        .with("partition", partition);
-        emit::audit(ctx, fact)
+        emit::audit(ctx, Fact::switch_applied(NAME, s, partition))
     }
 
     /// Applies the settlements held during the freeze, in arrival order. One whose allocation
