@@ -28,6 +28,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::peer::KafkaStreams;
+use super::proc::{busy_between, machine_ticks};
 use super::report::{quantile, LatencyFigures};
 use super::totals::{start, Kind};
 use super::verify::Update;
@@ -65,7 +66,7 @@ pub(crate) fn run(
         let raw = kind == Kind::Raw;
         std::thread::spawn(move || watch(&cfg, &codec, &output, partitions, raw, &seen, &stop))
     };
-    let result = (|| -> anyhow::Result<i64> {
+    let result = (|| -> anyhow::Result<(i64, Option<f64>, f64)> {
         let producer: ThreadedProducer<DefaultProducerContext> =
             kafka::plain_producer(&cfg).set("linger.ms", "0").create()?;
         let filler = "x".repeat(args.record_bytes.saturating_sub(40));
@@ -80,6 +81,7 @@ pub(crate) fn run(
 
         let started = Instant::now();
         let started_ms = now_ms();
+        let (ticks0, cpu0) = (machine_ticks(), s.child.sample().cpu_s);
         let mut sent = 0u64;
         while sent < total {
             let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(total);
@@ -105,12 +107,14 @@ pub(crate) fn run(
         }
         producer.flush(Duration::from_secs(30))?;
         wait_for(&mut s, &seen, partitions as usize + total as usize, Duration::from_secs(120))?;
-        Ok(started_ms)
+        let window = started.elapsed().as_secs_f64();
+        let busy = busy_between(ticks0, machine_ticks());
+        Ok((started_ms, busy, (s.child.sample().cpu_s - cpu0) / window))
     })();
     stop.store(true, Ordering::SeqCst);
     let _ = reader.join();
     s.stop()?;
-    let started_ms = result?;
+    let (started_ms, machine_busy, system_cores) = result?;
 
     // Input timestamps by (partition, offset), read back from the input itself.
     let mut sent_at: HashMap<(i32, i64), i64> = HashMap::new();
@@ -161,6 +165,8 @@ pub(crate) fn run(
         p50_ms: quantile(&latencies, 0.50),
         p99_ms: quantile(&latencies, 0.99),
         max_ms: quantile(&latencies, 1.0),
+        machine_busy,
+        system_cores,
     })
 }
 

@@ -119,6 +119,25 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) as f64 / hz
 }
 
+/// The whole machine's CPU time so far, from `/proc/stat`'s `cpu` line: (busy, total) in clock
+/// ticks, busy being everything but idle and iowait. Two readings give how busy all cores were
+/// in between: a latency figure taken on a saturated machine measures the machine.
+pub(crate) fn machine_ticks() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let total: u64 = f.iter().take(8).sum();
+    let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// The fraction of all cores' time spent busy between two [`machine_ticks`] readings.
+pub(crate) fn busy_between(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<f64> {
+    let ((b0, t0), (b1, t1)) = (a?, b?);
+    (t1 > t0).then(|| (b1 - b0) as f64 / (t1 - t0) as f64)
+}
+
 /// The last `n` lines of a log file.
 pub(crate) fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();

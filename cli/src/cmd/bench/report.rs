@@ -35,6 +35,10 @@ pub(crate) struct LatencyFigures {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// How busy the machine's cores were during the measured window (0..1), and the CPU the
+    /// system under test used there, in cores.
+    pub machine_busy: Option<f64>,
+    pub system_cores: f64,
 }
 
 /// One row of issue 8's target table.
@@ -190,8 +194,15 @@ impl Report {
         }
         for l in &self.latency {
             println!(
-                "latency {:<20} at {:>8.0} records/s: p50 {:>6.1} ms  p99 {:>6.1} ms  max {:>6.1} ms  ({} records)",
-                l.system, l.rate, l.p50_ms, l.p99_ms, l.max_ms, l.records
+                "latency {:<20} at {:>8.0} records/s: p50 {:>6.1} ms  p99 {:>6.1} ms  max {:>6.1} ms  ({} records; machine {} busy, the system {:.2} cores)",
+                l.system,
+                l.rate,
+                l.p50_ms,
+                l.p99_ms,
+                l.max_ms,
+                l.records,
+                l.machine_busy.map(|b| format!("{:.0}%", b * 100.0)).unwrap_or_else(|| "?".into()),
+                l.system_cores
             );
         }
         for (name, v) in &self.extra {
