@@ -75,7 +75,7 @@ pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<(), String
 }
 
 /// Zig-zag varint (`int` and `long` alike).
-fn write_long(out: &mut Vec<u8>, n: i64) {
+pub(super) fn write_long(out: &mut Vec<u8>, n: i64) {
     let mut z = ((n << 1) ^ (n >> 63)) as u64;
     while z > 0x7f {
         out.push((z & 0x7f) as u8 | 0x80);
@@ -84,7 +84,7 @@ fn write_long(out: &mut Vec<u8>, n: i64) {
     out.push(z as u8);
 }
 
-fn write_bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub(super) fn write_bytes(out: &mut Vec<u8>, b: &[u8]) {
     write_long(out, b.len() as i64);
     out.extend_from_slice(b);
 }
