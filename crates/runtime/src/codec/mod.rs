@@ -23,6 +23,7 @@
 mod direct;
 mod error;
 mod fingerprint;
+mod read;
 mod schema_registry;
 mod store;
 mod value;
@@ -293,7 +294,12 @@ impl Codec {
         let writer = store
             .by_fingerprint(fingerprint)
             .ok_or(DecodeError::UnknownFingerprint { fingerprint })?;
-        let value = read_datum(writer.schema(), writer.full_name(), body)?;
+        // Fast path (see `read`); anything it declines is decoded by apache-avro, which
+        // gives the same value or the precise error.
+        let value = match read::read_value(writer.schema(), &writer.names, body) {
+            Ok((value, [])) => value,
+            _ => read_datum(writer.schema(), writer.full_name(), body)?,
+        };
         let value = match store.current(writer.full_name()) {
             Some(reader) if reader.fingerprint() != writer.fingerprint() => {
                 resolve(value, reader.schema(), writer.full_name())?

@@ -90,7 +90,7 @@ pub(super) fn write_bytes(out: &mut Vec<u8>, b: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::HashMap;
 
     use apache_avro::schema::{Name, RecordSchema};
@@ -193,6 +193,12 @@ mod tests {
             let n = self.rng.gen_range(0..12);
             (0..n).map(|_| ['a', 'é', '∑', '0', ' ', '😀'][self.rng.gen_range(0..6)]).collect()
         }
+    }
+
+    /// A random value of `schema` (maps of up to three entries), for other modules' tests.
+    pub(crate) fn random_value(rng: &mut StdRng, names: &Names, schema: &Schema) -> Value {
+        let mut g = Gen { rng: StdRng::seed_from_u64(rng.gen()), names, max_map: 3 };
+        g.value(schema, None, 0)
     }
 
     /// Every schema version we ship, random values: identical bytes to apache-avro's writer
