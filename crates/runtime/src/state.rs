@@ -44,7 +44,11 @@ impl StateView {
 
     /// Stores `value` under `key`.
     pub fn put(&mut self, key: &[u8], value: Vec<u8>) {
-        let old = self.map.insert(key.to_vec(), value);
+        // An existing key is updated in place: no copy of the key per write.
+        let old = match self.map.get_mut(key) {
+            Some(slot) => Some(std::mem::replace(slot, value)),
+            None => self.map.insert(key.to_vec(), value),
+        };
         self.remember(key, old);
     }
 

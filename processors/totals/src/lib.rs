@@ -94,14 +94,14 @@ impl Processor for Totals {
         })?;
         ctx.state().put(&key, &total)?;
         let update = TotalsUpdate {
-            key: key.clone(),
+            key,
             amount,
             total,
             source_topic: input.topic.to_string(),
             source_partition: input.partition,
             source_offset: input.offset,
         };
-        ctx.emit(Output::record(OUTPUT, &key, &update)?);
+        ctx.emit(Output::record(OUTPUT, &update.key, &update)?);
         Ok(())
     }
 }

@@ -20,8 +20,10 @@
 //! Decoding never panics and never trusts a length prefix beyond [`MAX_ALLOCATION_BYTES`]:
 //! every failure is a typed [`DecodeError`] that the runtime dead-letters.
 
+mod direct;
 mod error;
 mod fingerprint;
+mod read;
 mod schema_registry;
 mod store;
 mod value;
@@ -178,9 +180,31 @@ impl Codec {
         value: &Value,
     ) -> Result<Vec<u8>, CodecError> {
         let stored = self.stored(schema_name)?;
+        // Fast path: conform and write in one pass (see `direct`). It declines anything unusual
+        // and every mismatch; the two-step path below then gives the same bytes or the error
+        // that names the field path.
+        let mut out = self.header(topic, stored)?;
+        if direct::write_conformed(stored.schema(), &stored.names, value, &mut out).is_ok() {
+            return Ok(out);
+        }
         let conformed = value::conform(stored.schema(), &stored.names, value)
             .map_err(|m| m.into_error(stored.full_name()))?;
         self.frame(topic, stored, &conformed)
+    }
+
+    /// A buffer holding the framing header of `stored` for `topic` (registry id or
+    /// fingerprint), with room for a typical record after it.
+    fn header(&self, topic: &str, stored: &StoredSchema) -> Result<Vec<u8>, CodecError> {
+        let mut out = Vec::with_capacity(SINGLE_OBJECT_HEADER_LEN + 128);
+        match &self.inner.registry {
+            None => out.extend_from_slice(&single_object_header(stored.fingerprint())),
+            Some(registry) => {
+                let id = registry.id_for(&format!("{topic}-value"), stored)?;
+                out.push(CONFLUENT_MAGIC);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
+        }
+        Ok(out)
     }
 
     /// Like [`Codec::encode`] for the friendly JSON form (see [`json_to_avro`]), which is what
@@ -270,7 +294,12 @@ impl Codec {
         let writer = store
             .by_fingerprint(fingerprint)
             .ok_or(DecodeError::UnknownFingerprint { fingerprint })?;
-        let value = read_datum(writer.schema(), writer.full_name(), body)?;
+        // Fast path (see `read`); anything it declines is decoded by apache-avro, which
+        // gives the same value or the precise error.
+        let value = match read::read_value(writer.schema(), &writer.names, body) {
+            Ok((value, [])) => value,
+            _ => read_datum(writer.schema(), writer.full_name(), body)?,
+        };
         let value = match store.current(writer.full_name()) {
             Some(reader) if reader.fingerprint() != writer.fingerprint() => {
                 resolve(value, reader.schema(), writer.full_name())?

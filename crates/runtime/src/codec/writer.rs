@@ -75,7 +75,7 @@ pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<(), String
 }
 
 /// Zig-zag varint (`int` and `long` alike).
-fn write_long(out: &mut Vec<u8>, n: i64) {
+pub(super) fn write_long(out: &mut Vec<u8>, n: i64) {
     let mut z = ((n << 1) ^ (n >> 63)) as u64;
     while z > 0x7f {
         out.push((z & 0x7f) as u8 | 0x80);
@@ -84,13 +84,13 @@ fn write_long(out: &mut Vec<u8>, n: i64) {
     out.push(z as u8);
 }
 
-fn write_bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub(super) fn write_bytes(out: &mut Vec<u8>, b: &[u8]) {
     write_long(out, b.len() as i64);
     out.extend_from_slice(b);
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::HashMap;
 
     use apache_avro::schema::{Name, RecordSchema};
@@ -193,6 +193,12 @@ mod tests {
             let n = self.rng.gen_range(0..12);
             (0..n).map(|_| ['a', 'é', '∑', '0', ' ', '😀'][self.rng.gen_range(0..6)]).collect()
         }
+    }
+
+    /// A random value of `schema` (maps of up to three entries), for other modules' tests.
+    pub(crate) fn random_value(rng: &mut StdRng, names: &Names, schema: &Schema) -> Value {
+        let mut g = Gen { rng: StdRng::seed_from_u64(rng.gen()), names, max_map: 3 };
+        g.value(schema, None, 0)
     }
 
     /// Every schema version we ship, random values: identical bytes to apache-avro's writer

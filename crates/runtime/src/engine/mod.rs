@@ -183,6 +183,9 @@ struct Core<P: Processor> {
     committed: HashMap<(String, i32), Position>,
     /// Last committed commit sequence per partition (see [`crate::progress`]).
     commit_seq: HashMap<i32, i64>,
+    /// The `evalstream.progress` header value per partition with the commit sequence it was
+    /// formatted for (see `Core::progress_header`).
+    progress_headers: HashMap<i32, (i64, Arc<str>)>,
     /// Retry partitions paused until a due time.
     paused: HashMap<(String, i32), Instant>,
     /// Inputs (`evalstream.source`) whose outputs were refused in a transaction with other
@@ -261,6 +264,7 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
         positions: HashMap::new(),
         committed: HashMap::new(),
         commit_seq: HashMap::new(),
+        progress_headers: HashMap::new(),
         paused: HashMap::new(),
         suspects: HashSet::new(),
         poisoned: HashMap::new(),

@@ -80,9 +80,10 @@ impl TopicNames {
         names
     }
 
-    /// Physical name of a logical topic.
+    /// Physical name of a logical topic. (A concatenation rather than `format!`: it runs for
+    /// every output.)
     pub fn physical(&self, logical: &str) -> String {
-        format!("{}{logical}", self.prefix)
+        [self.prefix.as_str(), logical].concat()
     }
 
     /// Logical name of a physical topic.

@@ -27,10 +27,11 @@ impl<P: Processor> Core<P> {
         consumer: &EngineConsumer<P>,
         msg: &BorrowedMessage<'_>,
     ) -> Result<(), RuntimeError> {
-        let physical = msg.topic().to_string();
         let partition = msg.partition();
         let offset = msg.offset();
-        let tp = (physical.clone(), partition);
+        // The one allocation of the topic name per record: `tp` keys the position maps.
+        let tp = (msg.topic().to_string(), partition);
+        let physical = tp.0.as_str();
         match self.positions.get(&tp) {
             Some(pos) if pos.next.is_some_and(|n| offset < n) => {
                 // Already processed (a record fetched before a rewind/seek took effect).
@@ -50,48 +51,48 @@ impl<P: Processor> Core<P> {
                 Verdict::Pass => {}
                 Verdict::Aborted => {
                     // A leaked record of an aborted transaction: not an input at all.
-                    self.positions.insert(tp, Position { next: Some(offset + 1) });
+                    self.positions.insert(tp.clone(), Position { next: Some(offset + 1) });
                     return Ok(());
                 }
                 Verdict::Wait(r) => {
                     consumer
-                        .seek(&physical, partition, Offset::Offset(offset), Duration::from_secs(5))
+                        .seek(physical, partition, Offset::Offset(offset), Duration::from_secs(5))
                         .map_err(|e| RuntimeError::kafka("seek (input gate)", e))?;
                     let mut tpl = TopicPartitionList::new();
-                    tpl.add_partition(&physical, partition);
+                    tpl.add_partition(physical, partition);
                     consumer.pause(&tpl).map_err(|e| RuntimeError::kafka("pause", e))?;
-                    gate.wait(tp, r);
+                    gate.wait(tp.clone(), r);
                     return Ok(());
                 }
             }
         }
 
         // Retry-topic records carry their original coordinates and a due time.
-        let logical_consumed = self.names.logical(&physical).to_string();
-        let retry = retry_info(msg, &self.names, &logical_consumed);
+        let retry = retry_info(msg, &self.names, self.names.logical(physical));
         if let Some(r) = &retry {
             let now = now_ms();
             if r.not_before_ms > now {
                 let wait = Duration::from_millis((r.not_before_ms - now) as u64);
                 let mut tpl = TopicPartitionList::new();
-                tpl.add_partition_offset(&physical, partition, Offset::Offset(offset))
+                tpl.add_partition_offset(physical, partition, Offset::Offset(offset))
                     .map_err(|e| RuntimeError::kafka("pause", e))?;
                 consumer
-                    .seek(&physical, partition, Offset::Offset(offset), Duration::from_secs(5))
+                    .seek(physical, partition, Offset::Offset(offset), Duration::from_secs(5))
                     .map_err(|e| RuntimeError::kafka("seek retry", e))?;
                 consumer.pause(&tpl).map_err(|e| RuntimeError::kafka("pause", e))?;
-                self.paused.insert(tp, Instant::now() + wait);
+                self.paused.insert(tp.clone(), Instant::now() + wait);
                 return Ok(());
             }
         }
 
         let source = match &retry {
             Some(r) => headers::coordinate(&r.topic, r.partition, r.offset),
-            None => headers::coordinate(&physical, partition, offset),
+            None => headers::coordinate(physical, partition, offset),
         };
         // An input whose outputs were refused together with other records is processed in a
-        // transaction of its own, so that a second refusal names it alone.
-        if self.suspects.contains(&source) {
+        // transaction of its own, so that a second refusal names it alone. (Usually there is no
+        // suspect: skip hashing the coordinate then.)
+        if !self.suspects.is_empty() && self.suspects.contains(&source) {
             if self.txn.as_ref().is_some_and(|t| t.records > 0) {
                 self.commit(consumer)?;
             }
@@ -105,14 +106,15 @@ impl<P: Processor> Core<P> {
         let original_topic = retry
             .as_ref()
             .map(|r| self.names.logical(&r.topic).to_string())
-            .unwrap_or_else(|| logical_consumed.clone());
+            .unwrap_or_else(|| self.names.logical(physical).to_string());
         let attempt = retry.as_ref().map(|r| r.attempt).unwrap_or(1);
         if let Some(t) = self.txn.as_mut() {
-            *t.counts.inputs.entry(original_topic.clone()).or_default() += 1;
+            count(&mut t.counts.inputs, &original_topic);
             t.partitions.insert(partition);
         }
 
-        let failure = match self.poisoned.get(&source) {
+        let poison = if self.poisoned.is_empty() { None } else { self.poisoned.get(&source) };
+        let failure = match poison {
             // Its outputs are refused by the broker for what they are: replaying cannot help.
             Some(poison) => {
                 if let Some(t) = self.txn.as_mut() {
@@ -161,10 +163,18 @@ impl<P: Processor> Core<P> {
             }
         }
 
-        self.positions.insert(tp.clone(), Position { next: Some(offset + 1) });
+        let next = Position { next: Some(offset + 1) };
+        match self.positions.get_mut(&tp) {
+            Some(pos) => *pos = next,
+            None => {
+                self.positions.insert(tp.clone(), next);
+            }
+        }
         if let Some(txn) = self.txn.as_mut() {
             txn.records += 1;
-            txn.touched.insert(tp);
+            if !txn.touched.contains(&tp) {
+                txn.touched.insert(tp);
+            }
         }
         Ok(())
     }
@@ -325,16 +335,40 @@ impl<P: Processor> Core<P> {
         source: &str,
         partition: i32,
     ) -> Result<(), RuntimeError> {
-        let txn_id = self.txn.as_ref().map(|t| t.id.clone()).unwrap_or_default();
-        let progress = self.progress_ref(partition);
+        let progress = self.progress_header(partition);
         for (index, (out, (physical, bytes))) in outputs.iter().zip(encoded).enumerate() {
-            let hdrs = output_headers(out, source, &txn_id, &progress, index);
+            let txn_id = self.txn.as_ref().map(|t| t.id.as_str()).unwrap_or_default();
+            let hdrs = output_headers(out, source, txn_id, &progress, index);
             let key = out.key.as_deref();
             self.send(&physical, out.partition, key, Some(&bytes), hdrs, Some(source))?;
             if let Some(t) = self.txn.as_mut() {
-                *t.counts.outputs.entry(out.topic.clone()).or_default() += 1;
+                count(&mut t.counts.outputs, &out.topic);
             }
         }
         Ok(())
+    }
+
+    /// [`Core::progress_ref`] of `partition`, formatted once per commit sequence rather than
+    /// once per record: the value only changes when the partition's commit sequence does.
+    fn progress_header(&mut self, partition: i32) -> std::sync::Arc<str> {
+        let seq = self.commit_seq.get(&partition).copied().unwrap_or(0);
+        if let Some((cached, value)) = self.progress_headers.get(&partition) {
+            if *cached == seq {
+                return value.clone();
+            }
+        }
+        let value: std::sync::Arc<str> = self.progress_ref(partition).into();
+        self.progress_headers.insert(partition, (seq, value.clone()));
+        value
+    }
+}
+
+/// Adds one to `topic`'s counter, allocating the key only the first time it is seen.
+fn count(counts: &mut std::collections::BTreeMap<String, u64>, topic: &str) {
+    match counts.get_mut(topic) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(topic.to_string(), 1);
+        }
     }
 }

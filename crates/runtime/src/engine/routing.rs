@@ -161,11 +161,21 @@ pub(super) fn output_headers(
         .insert(text(headers::SOURCE, source))
         .insert(text(headers::TXN, txn))
         .insert(text(headers::PROGRESS, progress))
-        .insert(text(headers::OUTPUT_INDEX, &index.to_string()));
+        .insert(text(headers::OUTPUT_INDEX, &output_index(index)));
     for (k, v) in &out.headers {
         h = h.insert(Header { key: k, value: Some(v.as_slice()) });
     }
     h
+}
+
+/// The `evalstream.output-index` value: almost always a single digit, which needs no
+/// allocation.
+fn output_index(index: usize) -> std::borrow::Cow<'static, str> {
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match DIGITS.get(index) {
+        Some(d) => std::borrow::Cow::Borrowed(d),
+        None => std::borrow::Cow::Owned(index.to_string()),
+    }
 }
 
 /// Wall-clock milliseconds since the epoch (retry due times only; never in an output value).
