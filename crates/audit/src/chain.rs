@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::canonical::{self, CanonicalError, Node};
+use crate::canonical::{self, CanonicalError};
 use crate::merkle::Hash;
 use crate::records::RecordError;
 
@@ -139,24 +139,89 @@ impl AuditEventJson {
     /// `{"event_id","type","actor","subject","occurred_at","payload"}` where `occurred_at` is a
     /// JSON number and `payload` is the payload text parsed strictly as JSON (any JSON value).
     pub fn canonical_bytes(&self) -> Result<Vec<u8>, ChainError> {
+        self.as_ref().canonical_bytes()
+    }
+
+    /// The event's fields, borrowed.
+    pub fn as_ref(&self) -> AuditEventRef<'_> {
+        AuditEventRef {
+            event_id: &self.event_id,
+            event_type: &self.event_type,
+            actor: &self.actor,
+            subject: &self.subject,
+            occurred_at: self.occurred_at,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// An audit event's fields borrowed from where they already are (a decoded Avro record, an
+/// [`AuditEventJson`]), so that chaining an event copies its payload only into its canonical
+/// bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditEventRef<'a> {
+    /// `event_id`.
+    pub event_id: &'a str,
+    /// `type`.
+    pub event_type: &'a str,
+    /// `actor`.
+    pub actor: &'a str,
+    /// `subject`.
+    pub subject: &'a str,
+    /// `occurred_at`, milliseconds since the Unix epoch.
+    pub occurred_at: i64,
+    /// `payload`, the producer's JSON text.
+    pub payload: &'a str,
+}
+
+impl AuditEventRef<'_> {
+    /// See [`AuditEventJson::canonical_bytes`].
+    ///
+    /// The six member names are fixed, so the object is written straight out in their UTF-16
+    /// order (`actor`, `event_id`, `occurred_at`, `payload`, `subject`, `type`; a test checks
+    /// it against [`canonical::cmp_utf16`]) with the payload canonicalized in place: one output
+    /// buffer, no tree, no copies of the strings. `occurred_at` is an integer with
+    /// `|x| <= 2^53 - 1`, whose ECMAScript form is its decimal digits.
+    pub fn canonical_bytes(&self) -> Result<Vec<u8>, ChainError> {
         if !(-MAX_OCCURRED_AT_MS..=MAX_OCCURRED_AT_MS).contains(&self.occurred_at) {
             return Err(ChainError::OccurredAtOutOfRange(self.occurred_at));
         }
-        let payload = canonical::parse(&self.payload)?;
-        let mut members = vec![
-            ("event_id".to_string(), Node::String(self.event_id.clone())),
-            ("type".to_string(), Node::String(self.event_type.clone())),
-            ("actor".to_string(), Node::String(self.actor.clone())),
-            ("subject".to_string(), Node::String(self.subject.clone())),
-            // Exact: |occurred_at| <= 2^53 - 1 was checked above.
-            ("occurred_at".to_string(), Node::Number(self.occurred_at as f64)),
-            ("payload".to_string(), payload),
-        ];
-        members.sort_by(|a, b| canonical::cmp_utf16(&a.0, &b.0));
-        let mut out = Vec::with_capacity(self.payload.len() + 160);
-        canonical::write_node(&mut out, &Node::Object(members));
+        let strings = self.event_id.len() + self.event_type.len() + self.actor.len();
+        let mut out = Vec::with_capacity(strings + self.subject.len() + self.payload.len() + 96);
+        out.extend_from_slice(b"{\"actor\":");
+        canonical::write_string(&mut out, self.actor);
+        out.extend_from_slice(b",\"event_id\":");
+        canonical::write_string(&mut out, self.event_id);
+        out.extend_from_slice(b",\"occurred_at\":");
+        write_integer(&mut out, self.occurred_at);
+        out.extend_from_slice(b",\"payload\":");
+        canonical::canonicalize_into(&mut out, self.payload)?;
+        out.extend_from_slice(b",\"subject\":");
+        canonical::write_string(&mut out, self.subject);
+        out.extend_from_slice(b",\"type\":");
+        canonical::write_string(&mut out, self.event_type);
+        out.push(b'}');
         Ok(out)
     }
+}
+
+/// Writes an integer in decimal, which is its ECMAScript form when `|v| < 10^21`.
+fn write_integer(out: &mut Vec<u8>, v: i64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// The canonical bytes of an audit event (see [`AuditEventJson::canonical_bytes`]).
@@ -248,6 +313,28 @@ mod tests {
             String::from_utf8(event().canonical_bytes().unwrap()).unwrap(),
             r#"{"actor":"policy","event_id":"e-1","occurred_at":1700000000123,"payload":{"reason":"risk","score":0.5,"tags":["a","b"]},"subject":"model-7","type":"eval.promotion_denied"}"#
         );
+    }
+
+    #[test]
+    fn the_event_members_are_written_in_utf16_order() {
+        let mut names = EVENT_FIELDS;
+        names.sort_by(|a, b| canonical::cmp_utf16(a, b));
+        assert_eq!(names, ["actor", "event_id", "occurred_at", "payload", "subject", "type"]);
+    }
+
+    #[test]
+    fn occurred_at_is_written_as_ecmascript_writes_it() {
+        let mut values = vec![0, 1, -1, 9, 10, -10, 123, MAX_OCCURRED_AT_MS, -MAX_OCCURRED_AT_MS];
+        values.extend((0..63).map(|b| (1i64 << b) - 1).filter(|v| *v <= MAX_OCCURRED_AT_MS));
+        values.extend((0..16).map(|e| 10i64.pow(e)));
+        for v in values.into_iter().flat_map(|v| [v, -v]) {
+            let mut out = Vec::new();
+            write_integer(&mut out, v);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                canonical::format_number(v as f64).unwrap()
+            );
+        }
     }
 
     #[test]
