@@ -174,7 +174,33 @@ pub struct AuditEventRef<'a> {
     pub payload: &'a str,
 }
 
-impl AuditEventRef<'_> {
+impl<'a> AuditEventRef<'a> {
+    /// The fields of a decoded `evalstream.audit.AuditEvent`, borrowed, when `value` has
+    /// exactly the shape the codec decodes it to: a record of the six fields of [`EVENT_FIELDS`]
+    /// in schema order, strings and a `timestamp-millis` (or `long`) `occurred_at`. `None` for
+    /// any other shape: the caller then takes [`AuditEventJson::from_avro`], which conforms the
+    /// value to the schema and accepts it or says why not. Every value accepted here is one
+    /// `from_avro` accepts with the same fields, so the two paths chain the same bytes.
+    pub fn from_decoded(value: &'a Value) -> Option<AuditEventRef<'a>> {
+        let Value::Record(fields) = value else { return None };
+        let [(n0, Value::String(event_id)), (n1, Value::String(event_type)), (n2, Value::String(actor)), (n3, Value::String(subject)), (n4, Value::TimestampMillis(occurred_at) | Value::Long(occurred_at)), (n5, Value::String(payload))] =
+            fields.as_slice()
+        else {
+            return None;
+        };
+        if [n0, n1, n2, n3, n4, n5] != EVENT_FIELDS {
+            return None;
+        }
+        Some(AuditEventRef {
+            event_id,
+            event_type,
+            actor,
+            subject,
+            occurred_at: *occurred_at,
+            payload,
+        })
+    }
+
     /// See [`AuditEventJson::canonical_bytes`].
     ///
     /// The six member names are fixed, so the object is written straight out in their UTF-16
@@ -383,6 +409,41 @@ mod tests {
             assert!(AuditEventJson::from_avro(&Value::Record(f)).is_err());
         }
         assert!(AuditEventJson::from_avro(&Value::Null).is_err());
+    }
+
+    #[test]
+    fn the_borrowed_view_takes_only_the_decoded_shape() {
+        let e = event();
+        let fields = |time: Value| {
+            vec![
+                ("event_id".to_string(), Value::String(e.event_id.clone())),
+                ("type".to_string(), Value::String(e.event_type.clone())),
+                ("actor".to_string(), Value::String(e.actor.clone())),
+                ("subject".to_string(), Value::String(e.subject.clone())),
+                ("occurred_at".to_string(), time),
+                ("payload".to_string(), Value::String(e.payload.clone())),
+            ]
+        };
+        for time in [Value::TimestampMillis(e.occurred_at), Value::Long(e.occurred_at)] {
+            let value = Value::Record(fields(time));
+            assert_eq!(AuditEventRef::from_decoded(&value), Some(e.as_ref()));
+            assert_eq!(AuditEventJson::from_avro(&value).unwrap(), e);
+        }
+        // Anything else goes to the strict path, which decides.
+        let mut reordered = fields(Value::Long(e.occurred_at));
+        reordered.swap(0, 1);
+        let mut extra = fields(Value::Long(e.occurred_at));
+        extra.push(("severity".into(), Value::String("high".into())));
+        let mut wrapped = fields(Value::Long(e.occurred_at));
+        wrapped[5].1 = Value::Union(0, Box::new(Value::String(e.payload.clone())));
+        let mut renamed = fields(Value::Long(e.occurred_at));
+        renamed[2].0 = "actors".into();
+        let mut short = fields(Value::Long(e.occurred_at));
+        short.pop();
+        for other in [reordered, extra, wrapped, renamed, short] {
+            assert_eq!(AuditEventRef::from_decoded(&Value::Record(other)), None);
+        }
+        assert_eq!(AuditEventRef::from_decoded(&Value::Null), None);
     }
 
     #[test]
