@@ -497,6 +497,18 @@ impl ChainRecord {
         ]))
     }
 
+    /// Whether `value` is a `ChainRecord` value whose `kind` is `entry` (as built by
+    /// [`ChainRecord::entry_value`], [`ChainRecord::to_avro`] or decoded), without reading the
+    /// rest: lets an observer that only follows checkpoints skip the 999 entries between two of
+    /// them for the price of one field lookup.
+    pub fn value_is_entry(value: &Value) -> bool {
+        let Value::Record(fields) = value else { return false };
+        fields.iter().any(|(name, kind)| {
+            name == "kind"
+                && matches!(kind, Value::String(k) | Value::Enum(_, k) if k == ChainRecordKind::Entry.as_str())
+        })
+    }
+
     /// Reads an `evalstream.audit.ChainRecord` value; `kind` must agree with which of `entry`
     /// and `checkpoint` is set.
     pub fn from_avro(value: &Value) -> Result<ChainRecord, RecordError> {
@@ -678,6 +690,42 @@ mod tests {
         assert!(matches!(r.to_avro(), Err(RecordError::OutOfRange { .. })));
         assert!(ChainRecord::entry_value(u32::MAX, ChainEntry { seq: 0, ..e.clone() }).is_err());
         assert!(ChainRecord::entry_value(0, e).is_err());
+    }
+
+    #[test]
+    fn entries_are_told_from_checkpoints_by_their_kind() {
+        let entry = ChainEntry {
+            seq: 1,
+            event_id: "e".into(),
+            event_type: "t".into(),
+            occurred_at: 0,
+            prev_hash: [0; 32],
+            entry_hash: [1; 32],
+            canonical: b"{}".to_vec(),
+            source_partition: 0,
+            source_offset: 0,
+        };
+        let range = CompactRange::from_entry_hashes(&[[1; 32]]).unwrap();
+        let checkpoint = Checkpoint::pending(&range, [1; 32], 0);
+        let as_entry = ChainRecord { partition: 0, body: ChainRecordBody::Entry(entry.clone()) };
+        let as_checkpoint =
+            ChainRecord { partition: 0, body: ChainRecordBody::Checkpoint(checkpoint) };
+        assert!(ChainRecord::value_is_entry(&ChainRecord::entry_value(0, entry).unwrap()));
+        assert!(ChainRecord::value_is_entry(&as_entry.to_avro().unwrap()));
+        assert!(!ChainRecord::value_is_entry(&as_checkpoint.to_avro().unwrap()));
+        // As the codec decodes them (enum symbols, union branches).
+        let codec = evalstream_runtime::codec::Codec::new(
+            evalstream_runtime::codec::SchemaStore::bundled().unwrap(),
+            None,
+        )
+        .unwrap();
+        let decoded = |r: &ChainRecord| {
+            let bytes = codec.encode("audit.chain", CHAIN_RECORD_SCHEMA, &r.to_avro().unwrap());
+            codec.decode(&bytes.unwrap()).unwrap().value
+        };
+        assert!(ChainRecord::value_is_entry(&decoded(&as_entry)));
+        assert!(!ChainRecord::value_is_entry(&decoded(&as_checkpoint)));
+        assert!(!ChainRecord::value_is_entry(&Value::Null));
     }
 
     #[test]
