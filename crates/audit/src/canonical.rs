@@ -1,11 +1,12 @@
 //! RFC 8785 JSON Canonicalization Scheme (JCS): the bytes that the audit chain hashes.
 //!
 //! ```text
-//!  JSON text ──► strict parser ──────────────► tree ──► serializer ──► canonical bytes
-//!               (I-JSON: duplicate keys,       (keys sorted by       (JCS string escapes,
-//!                lone surrogates, non-finite    UTF-16 code units)    ECMAScript numbers)
-//!                numbers are errors)
-//!  serde_json::Value ────────────────────────────────► serializer ──► canonical bytes
+//!  JSON text ──► one pass: strict parser writing canonical bytes as it reads ──► canonical bytes
+//!               (I-JSON: duplicate keys, lone     (JCS string escapes, ECMAScript numbers;
+//!                surrogates, non-finite numbers    an object whose members arrive out of
+//!                are errors)                       UTF-16 order is rewritten in order once
+//!                                                  it closes)
+//!  serde_json::Value ─────────────────────────────────► serializer ──► canonical bytes
 //! ```
 //!
 //! Why our own implementation: the hash chain is only as good as the agreement between us and
@@ -116,10 +117,29 @@ pub fn canonicalize(value: &serde_json::Value) -> Result<Vec<u8>, CanonicalError
 /// rounded correctly and duplicates are caught. Whitespace around the value is allowed; a byte
 /// order mark is not (RFC 8259 section 8.1).
 pub fn canonicalize_str(text: &str) -> Result<Vec<u8>, CanonicalError> {
-    let tree = parse(text)?;
     let mut out = Vec::with_capacity(text.len());
-    write_node(&mut out, &tree);
+    canonicalize_into(&mut out, text)?;
     Ok(out)
+}
+
+/// [`canonicalize_str`] appending to `out`, so a caller that embeds the canonical form in a
+/// bigger document (the audit chain's event object) writes it in place, without a copy. On an
+/// error `out` is left as it was.
+pub fn canonicalize_into(out: &mut Vec<u8>, text: &str) -> Result<(), CanonicalError> {
+    let start = out.len();
+    let mut w = Writer {
+        src: text,
+        bytes: text.as_bytes(),
+        pos: 0,
+        out,
+        members: Vec::new(),
+        scratch: Vec::new(),
+    };
+    let result = w.document();
+    if result.is_err() {
+        w.out.truncate(start);
+    }
+    result
 }
 
 /// Formats a double as ECMAScript's `Number.prototype.toString()` (ECMA-262, Number::toString
@@ -161,78 +181,55 @@ fn utf16_key(c: char) -> (u16, u16) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Parsed tree
+// One-pass canonicalizer
 
-/// A parsed JSON value whose numbers are already doubles and whose object members are already
-/// in canonical order (sorting happens once, at parse time, where duplicates are detected).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Node {
-    Null,
-    Bool(bool),
-    Number(f64),
-    String(String),
-    Array(Vec<Node>),
-    Object(Vec<(String, Node)>),
+/// A member name as objects sort it: its decoded text, borrowed from the input when the name has
+/// no escapes (the usual case), else decoded into a string of its own.
+enum Name<'a> {
+    Borrowed(&'a str),
+    Owned(String),
 }
 
-/// Parses JSON text into a [`Node`] tree (see [`canonicalize_str`] for the rules).
-pub(crate) fn parse(text: &str) -> Result<Node, CanonicalError> {
-    let mut p = Parser { src: text, bytes: text.as_bytes(), pos: 0 };
-    p.skip_ws();
-    let node = p.value(0)?;
-    p.skip_ws();
-    if p.pos != p.bytes.len() {
-        return Err(p.syntax("unexpected characters after the JSON value"));
-    }
-    Ok(node)
-}
-
-/// Writes a [`Node`] tree canonically. Infallible: parsing already rejected everything that
-/// has no canonical form.
-pub(crate) fn write_node(out: &mut Vec<u8>, node: &Node) {
-    match node {
-        Node::Null => out.extend_from_slice(b"null"),
-        Node::Bool(true) => out.extend_from_slice(b"true"),
-        Node::Bool(false) => out.extend_from_slice(b"false"),
-        Node::Number(x) => {
-            // The parser only produces finite doubles; a non-finite one cannot get here.
-            if write_number(out, *x).is_err() {
-                out.extend_from_slice(b"null");
-            }
-        }
-        Node::String(s) => write_string(out, s),
-        Node::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_node(out, item);
-            }
-            out.push(b']');
-        }
-        Node::Object(members) => {
-            out.push(b'{');
-            for (i, (key, item)) in members.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(out, key);
-                out.push(b':');
-                write_node(out, item);
-            }
-            out.push(b'}');
+impl Name<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Name::Borrowed(s) => s,
+            Name::Owned(s) => s,
         }
     }
 }
 
-struct Parser<'a> {
+/// One member of an object being written: its name, the output range of its `"name":value`
+/// bytes, and the input offset of its name (what a duplicate's error points at).
+struct Member<'a> {
+    name: Name<'a>,
+    start: usize,
+    end: usize,
+    at: usize,
+}
+
+/// Reads JSON text and writes its canonical form in the same pass, without building a tree.
+///
+/// Every token can be written the moment it is read except member order. Members are written in
+/// input order and noted on `members`, a stack shared by all open objects (a nested object pushes
+/// above its parent's members and pops them before the parent reads on). When the names arrived
+/// in strictly increasing UTF-16 order, which is what most producers emit (serde_json's default
+/// map, `json.dumps(sort_keys=True)`, every JCS library, and canonical text itself), the bytes
+/// are already canonical and cannot hold a duplicate, so nothing moves. Otherwise the object is
+/// sorted when it closes (stable, so of two equal names the later one is reported, as the tree
+/// canonicalizer did) and its bytes rewritten in that order through `scratch`. Errors are the
+/// same, at the same offsets, as those of the tree canonicalizer this replaced
+/// (`canonical/reference.rs`, which the tests compare against).
+struct Writer<'a, 'o> {
     src: &'a str,
     bytes: &'a [u8],
     pos: usize,
+    out: &'o mut Vec<u8>,
+    members: Vec<Member<'a>>,
+    scratch: Vec<u8>,
 }
 
-impl Parser<'_> {
+impl<'a> Writer<'a, '_> {
     fn syntax(&self, reason: &'static str) -> CanonicalError {
         CanonicalError::Syntax { offset: self.pos, reason }
     }
@@ -249,22 +246,33 @@ impl Parser<'_> {
         }
     }
 
-    fn literal(&mut self, word: &'static [u8], node: Node) -> Result<Node, CanonicalError> {
+    fn document(&mut self) -> Result<(), CanonicalError> {
+        self.skip_ws();
+        self.value(0)?;
+        self.skip_ws();
+        if self.pos != self.bytes.len() {
+            return Err(self.syntax("unexpected characters after the JSON value"));
+        }
+        Ok(())
+    }
+
+    fn literal(&mut self, word: &'static [u8]) -> Result<(), CanonicalError> {
         if self.bytes.get(self.pos..self.pos + word.len()) == Some(word) {
             self.pos += word.len();
-            Ok(node)
+            self.out.extend_from_slice(word);
+            Ok(())
         } else {
             Err(self.syntax("invalid literal (expected null, true or false)"))
         }
     }
 
-    fn value(&mut self, depth: usize) -> Result<Node, CanonicalError> {
+    fn value(&mut self, depth: usize) -> Result<(), CanonicalError> {
         match self.peek() {
             None => Err(self.syntax("unexpected end of input, expected a value")),
-            Some(b'n') => self.literal(b"null", Node::Null),
-            Some(b't') => self.literal(b"true", Node::Bool(true)),
-            Some(b'f') => self.literal(b"false", Node::Bool(false)),
-            Some(b'"') => Ok(Node::String(self.string()?)),
+            Some(b'n') => self.literal(b"null"),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'"') => self.string().map(|_| ()),
             Some(b'-' | b'0'..=b'9') => self.number(),
             Some(b'[') => self.array(depth + 1),
             Some(b'{') => self.object(depth + 1),
@@ -273,26 +281,31 @@ impl Parser<'_> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Node, CanonicalError> {
+    fn array(&mut self, depth: usize) -> Result<(), CanonicalError> {
         if depth > MAX_DEPTH {
             return Err(CanonicalError::TooDeep { max: MAX_DEPTH });
         }
         self.pos += 1; // '['
-        let mut items = Vec::new();
+        self.out.push(b'[');
         self.skip_ws();
         if self.peek() == Some(b']') {
             self.pos += 1;
-            return Ok(Node::Array(items));
+            self.out.push(b']');
+            return Ok(());
         }
         loop {
             self.skip_ws();
-            items.push(self.value(depth)?);
+            self.value(depth)?;
             self.skip_ws();
             match self.peek() {
-                Some(b',') => self.pos += 1,
+                Some(b',') => {
+                    self.pos += 1;
+                    self.out.push(b',');
+                }
                 Some(b']') => {
                     self.pos += 1;
-                    return Ok(Node::Array(items));
+                    self.out.push(b']');
+                    return Ok(());
                 }
                 None => return Err(self.syntax("unexpected end of input in an array")),
                 Some(_) => return Err(self.syntax("expected ',' or ']' in an array")),
@@ -300,18 +313,21 @@ impl Parser<'_> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Node, CanonicalError> {
+    fn object(&mut self, depth: usize) -> Result<(), CanonicalError> {
         if depth > MAX_DEPTH {
             return Err(CanonicalError::TooDeep { max: MAX_DEPTH });
         }
         self.pos += 1; // '{'
-                       // (name, value, offset of the name) in input order.
-        let mut members: Vec<(String, Node, usize)> = Vec::new();
+        let open = self.out.len();
+        self.out.push(b'{');
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
-            return Ok(Node::Object(Vec::new()));
+            self.out.push(b'}');
+            return Ok(());
         }
+        let base = self.members.len();
+        let mut in_order = true;
         loop {
             self.skip_ws();
             let at = self.pos;
@@ -320,15 +336,30 @@ impl Parser<'_> {
                 None => return Err(self.syntax("unexpected end of input in an object")),
                 Some(_) => return Err(self.syntax("expected a member name string")),
             }
-            let key = self.string()?;
+            if self.members.len() > base {
+                self.out.push(b',');
+            }
+            let start = self.out.len();
+            let name = if self.string()? {
+                Name::Owned(decode_canonical_string(&self.out[start + 1..self.out.len() - 1]))
+            } else {
+                let src = self.src;
+                Name::Borrowed(&src[at + 1..self.pos - 1])
+            };
             self.skip_ws();
             if self.peek() != Some(b':') {
                 return Err(self.syntax("expected ':' after a member name"));
             }
             self.pos += 1;
+            self.out.push(b':');
             self.skip_ws();
-            let value = self.value(depth)?;
-            members.push((key, value, at));
+            self.value(depth)?;
+            if in_order && self.members.len() > base {
+                if let Some(previous) = self.members.last() {
+                    in_order = cmp_utf16(previous.name.as_str(), name.as_str()) == Ordering::Less;
+                }
+            }
+            self.members.push(Member { name, start, end: self.out.len(), at });
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
@@ -340,13 +371,90 @@ impl Parser<'_> {
                 Some(_) => return Err(self.syntax("expected ',' or '}' in an object")),
             }
         }
-        // A stable sort keeps duplicates in input order, so the second of two equal neighbours
-        // is the later occurrence, which is the one the error should point at.
-        members.sort_by(|a, b| cmp_utf16(&a.0, &b.0));
-        if let Some(pair) = members.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(CanonicalError::DuplicateKey { key: pair[1].0.clone(), offset: pair[1].2 });
+        if !in_order {
+            self.reorder(base, open)?;
         }
-        Ok(Node::Object(members.into_iter().map(|(k, v, _)| (k, v)).collect()))
+        self.out.push(b'}');
+        self.members.truncate(base);
+        Ok(())
+    }
+
+    /// Puts the members `base..` of the object whose `{` is at output offset `open` in UTF-16
+    /// order, or reports the first duplicate name.
+    fn reorder(&mut self, base: usize, open: usize) -> Result<(), CanonicalError> {
+        let members = &mut self.members[base..];
+        members.sort_by(|a, b| cmp_utf16(a.name.as_str(), b.name.as_str()));
+        if let Some(pair) = members.windows(2).find(|w| w[0].name.as_str() == w[1].name.as_str()) {
+            return Err(CanonicalError::DuplicateKey {
+                key: pair[1].name.as_str().to_string(),
+                offset: pair[1].at,
+            });
+        }
+        let body = open + 1;
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&self.out[body..]);
+        self.out.truncate(body);
+        for (i, m) in members.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            self.out.extend_from_slice(&self.scratch[m.start - body..m.end - body]);
+        }
+        Ok(())
+    }
+
+    /// Reads a string starting at its opening quote and writes it canonically; returns whether
+    /// it contained escapes.
+    fn string(&mut self) -> Result<bool, CanonicalError> {
+        self.pos += 1; // '"'
+        self.out.push(b'"');
+        let mut escaped = false;
+        let mut run_start = self.pos;
+        loop {
+            self.pos = plain_run_end(self.bytes, self.pos);
+            let Some(b) = self.peek() else {
+                return Err(self.syntax("unterminated string"));
+            };
+            match b {
+                b'"' => {
+                    // The input is a &str, so a run between ASCII delimiters is valid UTF-8,
+                    // and any byte >= 0x80 needs no escape: copy it as it is.
+                    self.out.extend_from_slice(&self.bytes[run_start..self.pos]);
+                    self.pos += 1;
+                    self.out.push(b'"');
+                    return Ok(escaped);
+                }
+                b'\\' => {
+                    escaped = true;
+                    self.out.extend_from_slice(&self.bytes[run_start..self.pos]);
+                    let escape_at = self.pos;
+                    self.pos += 1;
+                    let Some(e) = self.peek() else {
+                        return Err(self.syntax("unterminated escape"));
+                    };
+                    self.pos += 1;
+                    let c = match e {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => self.unicode_escape(escape_at)?,
+                        _ => {
+                            self.pos -= 1;
+                            return Err(self.syntax("invalid escape character"));
+                        }
+                    };
+                    write_char(self.out, c);
+                    run_start = self.pos;
+                }
+                // plain_run_end stops only at '"', '\' and bytes below 0x20.
+                _ => return Err(self.syntax("unescaped control character in a string")),
+            }
+        }
     }
 
     fn hex4(&mut self) -> Result<u16, CanonicalError> {
@@ -366,57 +474,6 @@ impl Parser<'_> {
         }
         self.pos += 4;
         Ok(unit)
-    }
-
-    /// Parses a string starting at the opening quote.
-    fn string(&mut self) -> Result<String, CanonicalError> {
-        self.pos += 1; // '"'
-        let mut out = String::new();
-        let mut run_start = self.pos;
-        loop {
-            let Some(b) = self.peek() else {
-                return Err(self.syntax("unterminated string"));
-            };
-            match b {
-                b'"' => {
-                    out.push_str(&self.src[run_start..self.pos]);
-                    self.pos += 1;
-                    return Ok(out);
-                }
-                b'\\' => {
-                    out.push_str(&self.src[run_start..self.pos]);
-                    let escape_at = self.pos;
-                    self.pos += 1;
-                    let Some(e) = self.peek() else {
-                        return Err(self.syntax("unterminated escape"));
-                    };
-                    self.pos += 1;
-                    match e {
-                        b'"' => out.push('"'),
-                        b'\\' => out.push('\\'),
-                        b'/' => out.push('/'),
-                        b'b' => out.push('\u{8}'),
-                        b'f' => out.push('\u{c}'),
-                        b'n' => out.push('\n'),
-                        b'r' => out.push('\r'),
-                        b't' => out.push('\t'),
-                        b'u' => out.push(self.unicode_escape(escape_at)?),
-                        _ => {
-                            self.pos -= 1;
-                            return Err(self.syntax("invalid escape character"));
-                        }
-                    }
-                    run_start = self.pos;
-                }
-                0x00..=0x1F => {
-                    return Err(self.syntax("unescaped control character in a string"));
-                }
-                // Any other byte, including the bytes of multi-byte UTF-8 sequences (all >= 0x80,
-                // so never mistaken for '"' or '\'), belongs to the current run. The input is a
-                // &str, so runs are valid UTF-8 and slicing at these ASCII positions is exact.
-                _ => self.pos += 1,
-            }
-        }
     }
 
     /// The character of a `\uXXXX` escape (the `\u` already consumed), combining a surrogate
@@ -444,11 +501,13 @@ impl Parser<'_> {
         }
     }
 
-    /// Parses a number per the RFC 8259 grammar
-    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?` into the correctly rounded
-    /// double. Underflow to zero is accepted, as in JavaScript (`1e-400` is `0`).
-    fn number(&mut self) -> Result<Node, CanonicalError> {
+    /// Reads a number per the RFC 8259 grammar
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?` and writes the correctly rounded
+    /// double as ECMAScript does. Underflow to zero is accepted, as in JavaScript (`1e-400` is
+    /// `0`).
+    fn number(&mut self) -> Result<(), CanonicalError> {
         let start = self.pos;
+        let mut integer = true;
         if self.peek() == Some(b'-') {
             self.pos += 1;
         }
@@ -458,6 +517,7 @@ impl Parser<'_> {
             _ => return Err(self.syntax("expected a digit in a number")),
         }
         if self.peek() == Some(b'.') {
+            integer = false;
             self.pos += 1;
             if !matches!(self.peek(), Some(b'0'..=b'9')) {
                 return Err(self.syntax("expected a digit after the decimal point"));
@@ -465,6 +525,7 @@ impl Parser<'_> {
             self.digits();
         }
         if let Some(b'e' | b'E') = self.peek() {
+            integer = false;
             self.pos += 1;
             if let Some(b'+' | b'-') = self.peek() {
                 self.pos += 1;
@@ -475,6 +536,18 @@ impl Parser<'_> {
             self.digits();
         }
         let literal = &self.src[start..self.pos];
+        // An integer of at most 15 digits (no leading zeros: the grammar forbids them) is exactly
+        // a double below 2^53, which Number::toString writes as those digits: copy it. `-0` is
+        // the one such literal whose canonical form differs.
+        let digits = literal.len() - usize::from(literal.starts_with('-'));
+        if integer && digits <= MAX_EXACT_DIGITS {
+            if literal == "-0" {
+                self.out.push(b'0');
+            } else {
+                self.out.extend_from_slice(literal.as_bytes());
+            }
+            return Ok(());
+        }
         let x: f64 = literal
             .parse()
             .map_err(|_| CanonicalError::Syntax { offset: start, reason: "invalid number" })?;
@@ -484,13 +557,117 @@ impl Parser<'_> {
                 offset: start,
             });
         }
-        Ok(Node::Number(x))
+        write_number(self.out, x)
     }
 
     fn digits(&mut self) {
         while let Some(b'0'..=b'9') = self.peek() {
             self.pos += 1;
         }
+    }
+}
+
+/// Integer literals with at most this many digits are copied as they are (10^15 < 2^53).
+const MAX_EXACT_DIGITS: usize = 15;
+
+/// The end of the run of bytes from `i` on that a JSON string copies unchanged: the index of the
+/// first `"`, `\` or byte below 0x20, or `bytes.len()`.
+///
+/// Eight bytes per step (SWAR): the payload strings are most of an audit event's bytes. For each
+/// of the three conditions, `(v - 0x01..) & !v & 0x80..` flags the bytes of `v` that are zero
+/// (resp. below 0x20 for `x - 0x20..`); a borrow can also flag bytes *above* a true hit, never
+/// below one, so the lowest flagged byte across the three is exactly the first stop byte.
+fn plain_run_end(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        let stops = ((quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (x.wrapping_sub(ONES * 0x20) & !x))
+            & HIGHS;
+        if stops != 0 {
+            return i + (stops.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// Writes one character of a string's content with RFC 8785's escapes.
+fn write_char(out: &mut Vec<u8>, c: char) {
+    match c {
+        '"' => out.extend_from_slice(b"\\\""),
+        '\\' => out.extend_from_slice(b"\\\\"),
+        '\u{8}' => out.extend_from_slice(b"\\b"),
+        '\t' => out.extend_from_slice(b"\\t"),
+        '\n' => out.extend_from_slice(b"\\n"),
+        '\u{c}' => out.extend_from_slice(b"\\f"),
+        '\r' => out.extend_from_slice(b"\\r"),
+        c if u32::from(c) < 0x20 => write_control_escape(out, c as u8),
+        c => {
+            let mut utf8 = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+        }
+    }
+}
+
+/// `\u00xx` (lowercase hex) for a control character without a short escape.
+fn write_control_escape(out: &mut Vec<u8>, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.extend_from_slice(b"\\u00");
+    out.push(HEX[usize::from(b >> 4)]);
+    out.push(HEX[usize::from(b & 0xF)]);
+}
+
+/// The text of a string's content as [`write_char`] wrote it (without the quotes): undoes
+/// exactly the escapes RFC 8785 writes. Used for member names that had escapes in the input,
+/// which sort by their text, not by their spelling.
+fn decode_canonical_string(canonical: &[u8]) -> String {
+    let mut text = Vec::with_capacity(canonical.len());
+    let mut rest = canonical;
+    while let Some((&b, tail)) = rest.split_first() {
+        if b != b'\\' {
+            text.push(b);
+            rest = tail;
+            continue;
+        }
+        let (decoded, skip) = match tail.first() {
+            Some(b'b') => (0x08, 1),
+            Some(b't') => (0x09, 1),
+            Some(b'n') => (0x0A, 1),
+            Some(b'f') => (0x0C, 1),
+            Some(b'r') => (0x0D, 1),
+            // `\u00xx`: only control characters are written this way.
+            Some(b'u') => {
+                (tail.get(3..5).map_or(0, |h| hex_nibble(h[0]) << 4 | hex_nibble(h[1])), 5)
+            }
+            // `\"` and `\\`.
+            Some(&other) => (other, 1),
+            None => (b'\\', 0),
+        };
+        text.push(decoded);
+        rest = tail.get(skip..).unwrap_or_default();
+    }
+    // Everything between the escapes was copied from a &str, so this is valid UTF-8.
+    String::from_utf8(text).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn hex_nibble(h: u8) -> u8 {
+    match h {
+        b'0'..=b'9' => h - b'0',
+        b'a'..=b'f' => h - b'a' + 10,
+        _ => 0,
     }
 }
 
@@ -550,33 +727,19 @@ fn write_serde(
 
 /// Writes a JSON string with exactly the escapes RFC 8785 section 3.2.2.2 requires.
 pub(crate) fn write_string(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut run_start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0x08 => b"\\b",
-            0x09 => b"\\t",
-            0x0A => b"\\n",
-            0x0C => b"\\f",
-            0x0D => b"\\r",
-            0x00..=0x1F => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[run_start..i]);
-        if escape.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xF)]);
-        } else {
-            out.extend_from_slice(escape);
+    loop {
+        let stop = plain_run_end(bytes, run_start);
+        out.extend_from_slice(&bytes[run_start..stop]);
+        match bytes.get(stop) {
+            // A stop byte is '"', '\\' or a control character: ASCII, so one char.
+            Some(&b) => write_char(out, char::from(b)),
+            None => break,
         }
-        run_start = i + 1;
+        run_start = stop + 1;
     }
-    out.extend_from_slice(&bytes[run_start..]);
     out.push(b'"');
 }
 
@@ -599,6 +762,9 @@ fn write_number(out: &mut Vec<u8>, x: f64) -> Result<(), CanonicalError> {
     out.extend_from_slice(ryu_js::Buffer::new().format_finite(x).as_bytes());
     Ok(())
 }
+
+#[cfg(test)]
+mod reference;
 
 #[cfg(test)]
 mod tests {

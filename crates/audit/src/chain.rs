@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::canonical::{self, CanonicalError, Node};
+use crate::canonical::{self, CanonicalError};
 use crate::merkle::Hash;
 use crate::records::RecordError;
 
@@ -139,24 +139,115 @@ impl AuditEventJson {
     /// `{"event_id","type","actor","subject","occurred_at","payload"}` where `occurred_at` is a
     /// JSON number and `payload` is the payload text parsed strictly as JSON (any JSON value).
     pub fn canonical_bytes(&self) -> Result<Vec<u8>, ChainError> {
+        self.as_ref().canonical_bytes()
+    }
+
+    /// The event's fields, borrowed.
+    pub fn as_ref(&self) -> AuditEventRef<'_> {
+        AuditEventRef {
+            event_id: &self.event_id,
+            event_type: &self.event_type,
+            actor: &self.actor,
+            subject: &self.subject,
+            occurred_at: self.occurred_at,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// An audit event's fields borrowed from where they already are (a decoded Avro record, an
+/// [`AuditEventJson`]), so that chaining an event copies its payload only into its canonical
+/// bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditEventRef<'a> {
+    /// `event_id`.
+    pub event_id: &'a str,
+    /// `type`.
+    pub event_type: &'a str,
+    /// `actor`.
+    pub actor: &'a str,
+    /// `subject`.
+    pub subject: &'a str,
+    /// `occurred_at`, milliseconds since the Unix epoch.
+    pub occurred_at: i64,
+    /// `payload`, the producer's JSON text.
+    pub payload: &'a str,
+}
+
+impl<'a> AuditEventRef<'a> {
+    /// The fields of a decoded `evalstream.audit.AuditEvent`, borrowed, when `value` has
+    /// exactly the shape the codec decodes it to: a record of the six fields of [`EVENT_FIELDS`]
+    /// in schema order, strings and a `timestamp-millis` (or `long`) `occurred_at`. `None` for
+    /// any other shape: the caller then takes [`AuditEventJson::from_avro`], which conforms the
+    /// value to the schema and accepts it or says why not. Every value accepted here is one
+    /// `from_avro` accepts with the same fields, so the two paths chain the same bytes.
+    pub fn from_decoded(value: &'a Value) -> Option<AuditEventRef<'a>> {
+        let Value::Record(fields) = value else { return None };
+        let [(n0, Value::String(event_id)), (n1, Value::String(event_type)), (n2, Value::String(actor)), (n3, Value::String(subject)), (n4, Value::TimestampMillis(occurred_at) | Value::Long(occurred_at)), (n5, Value::String(payload))] =
+            fields.as_slice()
+        else {
+            return None;
+        };
+        if [n0, n1, n2, n3, n4, n5] != EVENT_FIELDS {
+            return None;
+        }
+        Some(AuditEventRef {
+            event_id,
+            event_type,
+            actor,
+            subject,
+            occurred_at: *occurred_at,
+            payload,
+        })
+    }
+
+    /// See [`AuditEventJson::canonical_bytes`].
+    ///
+    /// The six member names are fixed, so the object is written straight out in their UTF-16
+    /// order (`actor`, `event_id`, `occurred_at`, `payload`, `subject`, `type`; a test checks
+    /// it against [`canonical::cmp_utf16`]) with the payload canonicalized in place: one output
+    /// buffer, no tree, no copies of the strings. `occurred_at` is an integer with
+    /// `|x| <= 2^53 - 1`, whose ECMAScript form is its decimal digits.
+    pub fn canonical_bytes(&self) -> Result<Vec<u8>, ChainError> {
         if !(-MAX_OCCURRED_AT_MS..=MAX_OCCURRED_AT_MS).contains(&self.occurred_at) {
             return Err(ChainError::OccurredAtOutOfRange(self.occurred_at));
         }
-        let payload = canonical::parse(&self.payload)?;
-        let mut members = vec![
-            ("event_id".to_string(), Node::String(self.event_id.clone())),
-            ("type".to_string(), Node::String(self.event_type.clone())),
-            ("actor".to_string(), Node::String(self.actor.clone())),
-            ("subject".to_string(), Node::String(self.subject.clone())),
-            // Exact: |occurred_at| <= 2^53 - 1 was checked above.
-            ("occurred_at".to_string(), Node::Number(self.occurred_at as f64)),
-            ("payload".to_string(), payload),
-        ];
-        members.sort_by(|a, b| canonical::cmp_utf16(&a.0, &b.0));
-        let mut out = Vec::with_capacity(self.payload.len() + 160);
-        canonical::write_node(&mut out, &Node::Object(members));
+        let strings = self.event_id.len() + self.event_type.len() + self.actor.len();
+        let mut out = Vec::with_capacity(strings + self.subject.len() + self.payload.len() + 96);
+        out.extend_from_slice(b"{\"actor\":");
+        canonical::write_string(&mut out, self.actor);
+        out.extend_from_slice(b",\"event_id\":");
+        canonical::write_string(&mut out, self.event_id);
+        out.extend_from_slice(b",\"occurred_at\":");
+        write_integer(&mut out, self.occurred_at);
+        out.extend_from_slice(b",\"payload\":");
+        canonical::canonicalize_into(&mut out, self.payload)?;
+        out.extend_from_slice(b",\"subject\":");
+        canonical::write_string(&mut out, self.subject);
+        out.extend_from_slice(b",\"type\":");
+        canonical::write_string(&mut out, self.event_type);
+        out.push(b'}');
         Ok(out)
     }
+}
+
+/// Writes an integer in decimal, which is its ECMAScript form when `|v| < 10^21`.
+fn write_integer(out: &mut Vec<u8>, v: i64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// The canonical bytes of an audit event (see [`AuditEventJson::canonical_bytes`]).
@@ -251,6 +342,28 @@ mod tests {
     }
 
     #[test]
+    fn the_event_members_are_written_in_utf16_order() {
+        let mut names = EVENT_FIELDS;
+        names.sort_by(|a, b| canonical::cmp_utf16(a, b));
+        assert_eq!(names, ["actor", "event_id", "occurred_at", "payload", "subject", "type"]);
+    }
+
+    #[test]
+    fn occurred_at_is_written_as_ecmascript_writes_it() {
+        let mut values = vec![0, 1, -1, 9, 10, -10, 123, MAX_OCCURRED_AT_MS, -MAX_OCCURRED_AT_MS];
+        values.extend((0..63).map(|b| (1i64 << b) - 1).filter(|v| *v <= MAX_OCCURRED_AT_MS));
+        values.extend((0..16).map(|e| 10i64.pow(e)));
+        for v in values.into_iter().flat_map(|v| [v, -v]) {
+            let mut out = Vec::new();
+            write_integer(&mut out, v);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                canonical::format_number(v as f64).unwrap()
+            );
+        }
+    }
+
+    #[test]
     fn bad_payloads_and_times_are_errors() {
         let mut e = event();
         e.payload = r#"{"a":1,"a":2}"#.into();
@@ -296,6 +409,41 @@ mod tests {
             assert!(AuditEventJson::from_avro(&Value::Record(f)).is_err());
         }
         assert!(AuditEventJson::from_avro(&Value::Null).is_err());
+    }
+
+    #[test]
+    fn the_borrowed_view_takes_only_the_decoded_shape() {
+        let e = event();
+        let fields = |time: Value| {
+            vec![
+                ("event_id".to_string(), Value::String(e.event_id.clone())),
+                ("type".to_string(), Value::String(e.event_type.clone())),
+                ("actor".to_string(), Value::String(e.actor.clone())),
+                ("subject".to_string(), Value::String(e.subject.clone())),
+                ("occurred_at".to_string(), time),
+                ("payload".to_string(), Value::String(e.payload.clone())),
+            ]
+        };
+        for time in [Value::TimestampMillis(e.occurred_at), Value::Long(e.occurred_at)] {
+            let value = Value::Record(fields(time));
+            assert_eq!(AuditEventRef::from_decoded(&value), Some(e.as_ref()));
+            assert_eq!(AuditEventJson::from_avro(&value).unwrap(), e);
+        }
+        // Anything else goes to the strict path, which decides.
+        let mut reordered = fields(Value::Long(e.occurred_at));
+        reordered.swap(0, 1);
+        let mut extra = fields(Value::Long(e.occurred_at));
+        extra.push(("severity".into(), Value::String("high".into())));
+        let mut wrapped = fields(Value::Long(e.occurred_at));
+        wrapped[5].1 = Value::Union(0, Box::new(Value::String(e.payload.clone())));
+        let mut renamed = fields(Value::Long(e.occurred_at));
+        renamed[2].0 = "actors".into();
+        let mut short = fields(Value::Long(e.occurred_at));
+        short.pop();
+        for other in [reordered, extra, wrapped, renamed, short] {
+            assert_eq!(AuditEventRef::from_decoded(&Value::Record(other)), None);
+        }
+        assert_eq!(AuditEventRef::from_decoded(&Value::Null), None);
     }
 
     #[test]

@@ -44,7 +44,7 @@ use evalstream_runtime::processor::{
 use evalstream_runtime::reader::PartitionRead;
 use tracing::{error, info, warn};
 
-use evalstream_audit::chain::{AuditEventJson, ChainHead, AUDIT_EVENT_SCHEMA};
+use evalstream_audit::chain::{AuditEventJson, AuditEventRef, ChainHead, AUDIT_EVENT_SCHEMA};
 use evalstream_audit::merkle::CompactRange;
 use evalstream_audit::records::{
     ChainEntry, ChainRecord, ChainRecordBody, Checkpoint, CheckpointStatus, CHAIN_RECORD_SCHEMA,
@@ -269,8 +269,17 @@ impl Processor for AuditChain {
                 input.schema
             )));
         }
-        let event = AuditEventJson::from_avro(input.value)
-            .map_err(|e| ProcessError::Invalid(format!("audit event: {e}")))?;
+        // The decoded record's strings, borrowed: the payload is copied only into the canonical
+        // bytes. A value of another shape (never from the codec) takes the strict path.
+        let owned;
+        let event = match AuditEventRef::from_decoded(input.value) {
+            Some(event) => event,
+            None => {
+                owned = AuditEventJson::from_avro(input.value)
+                    .map_err(|e| ProcessError::Invalid(format!("audit event: {e}")))?;
+                owned.as_ref()
+            }
+        };
         let canonical = event
             .canonical_bytes()
             .map_err(|e| ProcessError::Invalid(format!("canonical form: {e}")))?;
@@ -278,7 +287,7 @@ impl Processor for AuditChain {
         let every = self.settings.checkpoint_every;
         let partition = input.partition;
         let chain = self.chain(partition);
-        if chain.seen(&event.event_id) {
+        if chain.seen(event.event_id) {
             // At-least-once upstream: the same event again. Chaining it twice would make the
             // audit trail claim it happened twice.
             return Ok(());
@@ -293,10 +302,14 @@ impl Processor for AuditChain {
             .map_err(|e| ProcessError::Fatal(format!("merkle {partition}: {e}")))?;
         chain.last_time = event.occurred_at;
         chain.since_checkpoint += 1;
-        chain.remember(&event.event_id, window);
+        chain.remember(event.event_id, window);
         let due = chain.since_checkpoint >= every;
-        let entry = ChainEntry::new(&appended, &event, canonical, partition as u32, input.offset);
-        emit(ctx, partition, ChainRecordBody::Entry(entry), Some(event.event_id.into_bytes()))?;
+        let entry =
+            ChainEntry::of_event(&appended, event, canonical, partition as u32, input.offset);
+        let value = ChainRecord::entry_value(partition as u32, entry)
+            .map_err(|e| ProcessError::Fatal(format!("chain record does not encode: {e}")))?;
+        let key = Some(event.event_id.as_bytes().to_vec());
+        ctx.emit(Output::new(OUTPUT, key, CHAIN_RECORD_SCHEMA, value).with_partition(partition));
         if due {
             self.checkpoint(partition, ctx)?;
         }
