@@ -442,7 +442,7 @@ impl<'a> Writer<'a, '_> {
                         b'n' => '\n',
                         b'r' => '\r',
                         b't' => '\t',
-                        b'u' => self.unicode_escape(escape_at)?,
+                        b'u' => unicode_escape(self.bytes, &mut self.pos, escape_at)?,
                         _ => {
                             self.pos -= 1;
                             return Err(self.syntax("invalid escape character"));
@@ -454,50 +454,6 @@ impl<'a> Writer<'a, '_> {
                 // plain_run_end stops only at '"', '\' and bytes below 0x20.
                 _ => return Err(self.syntax("unescaped control character in a string")),
             }
-        }
-    }
-
-    fn hex4(&mut self) -> Result<u16, CanonicalError> {
-        let digits = self
-            .bytes
-            .get(self.pos..self.pos + 4)
-            .ok_or_else(|| self.syntax("truncated \\u escape"))?;
-        let mut unit = 0u16;
-        for &d in digits {
-            let v = match d {
-                b'0'..=b'9' => d - b'0',
-                b'a'..=b'f' => d - b'a' + 10,
-                b'A'..=b'F' => d - b'A' + 10,
-                _ => return Err(self.syntax("invalid hex digit in a \\u escape")),
-            };
-            unit = (unit << 4) | u16::from(v);
-        }
-        self.pos += 4;
-        Ok(unit)
-    }
-
-    /// The character of a `\uXXXX` escape (the `\u` already consumed), combining a surrogate
-    /// pair written as two escapes.
-    fn unicode_escape(&mut self, escape_at: usize) -> Result<char, CanonicalError> {
-        let unit = self.hex4()?;
-        let lone = CanonicalError::LoneSurrogate { unit, offset: escape_at };
-        match unit {
-            0xD800..=0xDBFF => {
-                if self.bytes.get(self.pos..self.pos + 2) != Some(b"\\u") {
-                    return Err(lone);
-                }
-                let save = self.pos;
-                self.pos += 2;
-                let low = self.hex4()?;
-                if !(0xDC00..=0xDFFF).contains(&low) {
-                    self.pos = save;
-                    return Err(lone);
-                }
-                let c = 0x10000 + ((u32::from(unit) - 0xD800) << 10) + (u32::from(low) - 0xDC00);
-                char::from_u32(c).ok_or(lone)
-            }
-            0xDC00..=0xDFFF => Err(lone),
-            _ => char::from_u32(u32::from(unit)).ok_or(lone),
         }
     }
 
@@ -569,6 +525,49 @@ impl<'a> Writer<'a, '_> {
 
 /// Integer literals with at most this many digits are copied as they are (10^15 < 2^53).
 const MAX_EXACT_DIGITS: usize = 15;
+/// The four hex digits of a `\uXXXX` escape at `*pos`, as a UTF-16 code unit.
+fn hex4(bytes: &[u8], pos: &mut usize) -> Result<u16, CanonicalError> {
+    let syntax = |reason| CanonicalError::Syntax { offset: *pos, reason };
+    let digits = bytes.get(*pos..*pos + 4).ok_or_else(|| syntax("truncated \\u escape"))?;
+    let mut unit = 0u16;
+    for &d in digits {
+        let v = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            b'A'..=b'F' => d - b'A' + 10,
+            _ => return Err(syntax("invalid hex digit in a \\u escape")),
+        };
+        unit = (unit << 4) | u16::from(v);
+    }
+    *pos += 4;
+    Ok(unit)
+}
+
+/// The character of a `\uXXXX` escape (the `\u` already consumed, `*pos` at its digits),
+/// combining a surrogate pair written as two escapes. Shared by the streaming canonicalizer and
+/// its test reference, so that both read escapes alike.
+fn unicode_escape(bytes: &[u8], pos: &mut usize, escape_at: usize) -> Result<char, CanonicalError> {
+    let unit = hex4(bytes, pos)?;
+    let lone = CanonicalError::LoneSurrogate { unit, offset: escape_at };
+    match unit {
+        0xD800..=0xDBFF => {
+            if bytes.get(*pos..*pos + 2) != Some(b"\\u") {
+                return Err(lone);
+            }
+            let save = *pos;
+            *pos += 2;
+            let low = hex4(bytes, pos)?;
+            if !(0xDC00..=0xDFFF).contains(&low) {
+                *pos = save;
+                return Err(lone);
+            }
+            let c = 0x10000 + ((u32::from(unit) - 0xD800) << 10) + (u32::from(low) - 0xDC00);
+            char::from_u32(c).ok_or(lone)
+        }
+        0xDC00..=0xDFFF => Err(lone),
+        _ => char::from_u32(u32::from(unit)).ok_or(lone),
+    }
+}
 
 /// The end of the run of bytes from `i` on that a JSON string copies unchanged: the index of the
 /// first `"`, `\` or byte below 0x20, or `bytes.len()`.

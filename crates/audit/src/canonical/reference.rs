@@ -2,7 +2,10 @@
 //! the reference the streaming one ([`super::canonicalize_str`]) is tested against: parse into a
 //! [`Node`] tree (members sorted at parse time), then write the tree. Test-only.
 
-use super::{cmp_utf16, write_number, write_string, CanonicalError, MAX_DEPTH, MAX_QUOTED_LITERAL};
+use super::{
+    cmp_utf16, unicode_escape, write_number, write_string, CanonicalError, MAX_DEPTH,
+    MAX_QUOTED_LITERAL,
+};
 
 /// The canonical bytes the tree canonicalizer gives for `text` (the old `canonicalize_str`).
 pub(crate) fn canonicalize_str(text: &str) -> Result<Vec<u8>, CanonicalError> {
@@ -198,25 +201,6 @@ impl Parser<'_> {
         Ok(Node::Object(members.into_iter().map(|(k, v, _)| (k, v)).collect()))
     }
 
-    fn hex4(&mut self) -> Result<u16, CanonicalError> {
-        let digits = self
-            .bytes
-            .get(self.pos..self.pos + 4)
-            .ok_or_else(|| self.syntax("truncated \\u escape"))?;
-        let mut unit = 0u16;
-        for &d in digits {
-            let v = match d {
-                b'0'..=b'9' => d - b'0',
-                b'a'..=b'f' => d - b'a' + 10,
-                b'A'..=b'F' => d - b'A' + 10,
-                _ => return Err(self.syntax("invalid hex digit in a \\u escape")),
-            };
-            unit = (unit << 4) | u16::from(v);
-        }
-        self.pos += 4;
-        Ok(unit)
-    }
-
     /// Parses a string starting at the opening quote.
     fn string(&mut self) -> Result<String, CanonicalError> {
         self.pos += 1; // '"'
@@ -249,7 +233,7 @@ impl Parser<'_> {
                         b'n' => out.push('\n'),
                         b'r' => out.push('\r'),
                         b't' => out.push('\t'),
-                        b'u' => out.push(self.unicode_escape(escape_at)?),
+                        b'u' => out.push(unicode_escape(self.bytes, &mut self.pos, escape_at)?),
                         _ => {
                             self.pos -= 1;
                             return Err(self.syntax("invalid escape character"));
@@ -265,31 +249,6 @@ impl Parser<'_> {
                 // &str, so runs are valid UTF-8 and slicing at these ASCII positions is exact.
                 _ => self.pos += 1,
             }
-        }
-    }
-
-    /// The character of a `\uXXXX` escape (the `\u` already consumed), combining a surrogate
-    /// pair written as two escapes.
-    fn unicode_escape(&mut self, escape_at: usize) -> Result<char, CanonicalError> {
-        let unit = self.hex4()?;
-        let lone = CanonicalError::LoneSurrogate { unit, offset: escape_at };
-        match unit {
-            0xD800..=0xDBFF => {
-                if self.bytes.get(self.pos..self.pos + 2) != Some(b"\\u") {
-                    return Err(lone);
-                }
-                let save = self.pos;
-                self.pos += 2;
-                let low = self.hex4()?;
-                if !(0xDC00..=0xDFFF).contains(&low) {
-                    self.pos = save;
-                    return Err(lone);
-                }
-                let c = 0x10000 + ((u32::from(unit) - 0xD800) << 10) + (u32::from(low) - 0xDC00);
-                char::from_u32(c).ok_or(lone)
-            }
-            0xDC00..=0xDFFF => Err(lone),
-            _ => char::from_u32(u32::from(unit)).ok_or(lone),
         }
     }
 
