@@ -19,7 +19,7 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 
 use super::value::Names;
-use super::writer::{write_bytes, write_long};
+use super::writer::{sorted_entries, write_bytes, write_long};
 
 /// The value is not handled here (an unusual shape, or a mismatch): use the two-step path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,9 +103,7 @@ impl Direct<'_> {
                 // Key order, as the two-step writer does (see `writer`).
                 if !entries.is_empty() {
                     write_long(out, entries.len() as i64);
-                    let mut sorted: Vec<(&String, &Value)> = entries.iter().collect();
-                    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                    for (key, item) in sorted {
+                    for (key, item) in sorted_entries(entries) {
                         write_bytes(out, key.as_bytes());
                         self.write(&m.types, ns, item, out)?;
                     }

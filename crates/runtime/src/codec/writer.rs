@@ -50,9 +50,7 @@ pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<(), String
         Value::Map(entries) => {
             if !entries.is_empty() {
                 write_long(out, entries.len() as i64);
-                let mut sorted: Vec<(&String, &Value)> = entries.iter().collect();
-                sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                for (key, item) in sorted {
+                for (key, item) in sorted_entries(entries) {
                     write_bytes(out, key.as_bytes());
                     write_value(out, item)?;
                 }
@@ -72,6 +70,16 @@ pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<(), String
         }
     }
     Ok(())
+}
+
+/// A map's entries in key order: both writers write maps sorted, so that equal maps give equal
+/// bytes whatever the `HashMap`'s iteration order (fingerprints and digests depend on it).
+pub(super) fn sorted_entries(
+    entries: &std::collections::HashMap<String, Value>,
+) -> Vec<(&String, &Value)> {
+    let mut sorted: Vec<(&String, &Value)> = entries.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    sorted
 }
 
 /// Zig-zag varint (`int` and `long` alike).
