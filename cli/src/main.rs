@@ -4,7 +4,6 @@
 //! synchronously on the main thread; `run` builds a tokio runtime for the operator endpoints and
 //! signal handling and runs the exactly-once loop on a dedicated thread.
 
-mod audit_gauges;
 mod cmd;
 mod processors;
 mod progress;

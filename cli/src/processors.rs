@@ -2,14 +2,12 @@
 //! is one line here plus its entry in `topology/topology.toml`; a unit test holds the two in
 //! agreement (names, inputs and outputs, in order).
 
-mod audit_chain;
-
 use evalstream_runtime::processor::Registration;
 
 /// Every processor `evalstream run` knows.
 pub const PROCESSORS: &[Registration] = &[
     evalstream_totals::REGISTRATION,
-    audit_chain::REGISTRATION,
+    evalstream_audit_chain::REGISTRATION,
     evalstream_audit_verifier::REGISTRATION,
     evalstream_submissions::REGISTRATION,
     evalstream_policy::REGISTRATION,

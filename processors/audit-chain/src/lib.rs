@@ -32,6 +32,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod gauges;
+mod registration;
+
+pub use registration::{SignerHealth, REGISTRATION};
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! Gauges of the `audit-chain` processor that the binary derives from what the processor emits.
+//! Gauges of the `audit-chain` processor derived from what the processor emits.
 //!
 //! ```text
 //!   engine ─► PendingSignatures<AuditChain> ─► AuditChain::process / punctuate
@@ -10,9 +10,9 @@
 //!   audit_checkpoints_pending_signature  (gauge, this instance's partitions)
 //! ```
 //!
-//! Why a wrapper and not a call inside the processor: the chain's pending queue is private to
-//! `evalstream-audit-chain`, and its outputs already say everything the gauge needs (a checkpoint
-//! is emitted once as `pending_signature` and again, with the same tree size, when it is signed).
+//! Why a wrapper and not a call inside the processor: the outputs already say everything the
+//! gauge needs (a checkpoint is emitted once as `pending_signature` and again, with the same tree
+//! size, when it is signed), so the chain's logic stays free of metrics plumbing.
 //!
 //! Known gap, until the processor exposes its queue: checkpoints left pending by a *previous*
 //! owner of a partition (restored from `audit.chain` on assignment) are not counted until this

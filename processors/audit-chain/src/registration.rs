@@ -1,20 +1,17 @@
-//! Registration of the `audit-chain` processor.
-//!
-//! It belongs in `processors/audit-chain` next to the processor, like every other registration;
-//! it lives here only until that crate's rewrite (restore from the chain tail) has landed, and
-//! uses nothing but the crate's public API so that it moves as is.
+//! Registration of the `audit-chain` processor: its settings, its signer (with the `/ready`
+//! check of it and the emergency-signer event), and the gauge wrapper it runs in.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::{AuditChain, ChainSettings, INPUT, OUTPUT};
 use evalstream_audit::signer::{build_signer, SignError, Signer, SignerConfig};
-use evalstream_audit_chain::{AuditChain, ChainSettings, INPUT, OUTPUT};
 use evalstream_runtime::codec::Codec;
 use evalstream_runtime::config::RuntimeConfig;
 use evalstream_runtime::processor::{BuildError, Processor, Registration, Setup};
 use tracing::info;
 
-use crate::audit_gauges::PendingSignatures;
+use crate::gauges::PendingSignatures;
 
 /// `audit-chain`. Settings: `[processor] checkpoint_every` (1000), `dedup_window` (10000),
 /// `punctuate_ms` (1000); the signer from the environment (docs/signing.md). `/ready` reports the
@@ -41,7 +38,7 @@ fn build(setup: &Setup<'_>) -> Result<Box<dyn Processor>, BuildError> {
     );
     let signer_health = Arc::new(SignerHealth::new(Arc::clone(&choice.signer), &choice.detail));
     let seen = Arc::clone(&signer_health);
-    let hook: evalstream_audit_chain::FailureHook = Arc::new(move |e| {
+    let hook: crate::FailureHook = Arc::new(move |e| {
         failures.inc();
         seen.signing_failed(e);
     });
@@ -147,8 +144,7 @@ fn record_emergency_signer(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
     for p in 0..partitions as i32 {
         let id = format!("emergency-signer-{}-{now}-{p}", cfg.instance_id);
-        let value =
-            evalstream_audit_chain::emergency_signer_event(&id, &cfg.instance_id, detail, now);
+        let value = crate::emergency_signer_event(&id, &cfg.instance_id, detail, now);
         let bytes = codec.encode(&topic, evalstream_audit::chain::AUDIT_EVENT_SCHEMA, &value)?;
         producer
             .send(BaseRecord::<str, [u8]>::to(&topic).key(&id).payload(&bytes).partition(p))
