@@ -195,7 +195,7 @@ pub(super) fn verify(
     let _topics = Topics::under(&cfg);
     let no_kms = Args { kms_endpoint: None, ..args.clone() };
     let (mut child, log, probe, _, _, signing) = start_chain(ctx, &cfg, &no_kms, "build")?;
-    progress::measure(&mut child, &log, &probe, records, Duration::from_secs(900))?;
+    progress::wait_done(&mut child, &log, &probe, records, Duration::from_secs(900))?;
     child.stop(Duration::from_secs(60))?;
     if let Signing::Local(key) = signing {
         let _ = std::fs::remove_file(key);

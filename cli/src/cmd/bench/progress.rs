@@ -162,3 +162,29 @@ pub(crate) fn measure(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Watches `child` until `probe` shows `records` done (at most `timeout`) without measuring
+/// anything: a set-up step such as building the chain that `--suite audit-verify` then reads,
+/// which may well finish before the first observation (the measured runs refuse that).
+pub(crate) fn wait_done(
+    child: &mut Measured,
+    log: &Path,
+    probe: &Probe,
+    records: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        child.ensure_running(log)?;
+        let done = probe.progress_retrying(Duration::from_secs(30))?;
+        if done >= records {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {done} of {records} records done after {timeout:?}; log: {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
