@@ -34,7 +34,7 @@ impl Processor for Echo {
         vec!["po.input".into()]
     }
     fn process(&mut self, input: &Input<'_>, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
-        let Value::Record(fields) = input.value else {
+        let Value::Record(fields) = input.value()? else {
             return Err(ProcessError::Invalid("not a record".into()));
         };
         let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v);

@@ -157,12 +157,16 @@ impl AuditEventJson {
 
 /// An audit event's fields borrowed from where they already are (a decoded Avro record, an
 /// [`AuditEventJson`]), so that chaining an event copies its payload only into its canonical
-/// bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// bytes. It deserializes (serde, `deny_unknown_fields`) from the runtime's direct reader
+/// borrowing straight from the record's bytes (`Input::decode_borrowed`), with exactly the
+/// fields and types [`AuditEventRef::from_decoded`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuditEventRef<'a> {
     /// `event_id`.
     pub event_id: &'a str,
     /// `type`.
+    #[serde(rename = "type")]
     pub event_type: &'a str,
     /// `actor`.
     pub actor: &'a str,

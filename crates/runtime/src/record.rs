@@ -3,11 +3,15 @@
 //! ```text
 //!  #[derive(Serialize, Deserialize)] struct T { .. }    impl Record for T { const SCHEMA = "ns.Name" }
 //!
-//!  write: &T ─ serde (apache_avro::to_value) ─► Value ─ union wrappers dropped ─► Output::record
-//!            engine: Codec::encode conforms it to the CURRENT schema `T::SCHEMA` (strict: chooses
-//!            the ["null", X] branch, enum index, timestamp-millis, fills defaults) ─► bytes
-//!  read:  bytes ─ Codec::decode (resolved to the current schema) ─► Value ─ serde ─► T
-//!                                                         Input::decode::<T>() ┘
+//!  write: &T ─ serde, straight into the Avro body of the CURRENT `T::SCHEMA` (codec/ser.rs) ─►
+//!            Output::record; the engine adds the framing header ─► bytes.
+//!            When that writer declines (an unusual shape or a mismatch): &T ─ apache_avro::to_value
+//!            ─► Value ─ union wrappers dropped; Codec::encode conforms it (strict: chooses the
+//!            ["null", X] branch, enum index, timestamp-millis, fills defaults) or names the
+//!            field that does not fit ─► bytes. Both give the same bytes (tested).
+//!  read:  bytes ─ Codec::frame (header; body validated) ─ serde straight from the bytes
+//!            (codec/de.rs) ─► T                                   Input::decode::<T>()
+//!            A record of an older schema version: Value resolved to the current schema ─ serde ─► T
 //! ```
 //!
 //! Why serde over the schema, not hand-built `Value::Record`s: a struct is checked by the
@@ -129,6 +133,57 @@ pub fn to_conformed_avro<T: Record>(value: &T) -> Result<Value, RecordError> {
 
 fn bundled() -> Result<SchemaStore, RecordError> {
     Ok(SchemaStore::bundled()?)
+}
+
+/// `value` written as the Avro body of the bundled current `T::SCHEMA`, with that schema's
+/// fingerprint, when the direct serializer takes it (`codec/ser.rs`: no `Value` tree); `None`
+/// when it declines (an unusual shape or a mismatch), and the value path must be used.
+pub(crate) fn write_bundled<T: Record>(value: &T) -> Option<(u64, Vec<u8>)> {
+    let stored = bundled_current(T::SCHEMA)?;
+    let mut body = Vec::with_capacity(128);
+    crate::codec::write_serialized(stored, value, &mut body).ok()?;
+    Some((stored.fingerprint(), body))
+}
+
+/// The bundled current version of `name`, remembered per thread: a processor writes the same
+/// few schemas for every record, and the lookup by name (hashing the name) cost ~900
+/// instructions per output.
+fn bundled_current(name: &'static str) -> Option<&'static crate::codec::StoredSchema> {
+    thread_local! {
+        static SEEN: std::cell::RefCell<Vec<(&'static str, Option<&'static crate::codec::StoredSchema>)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SEEN.with(|seen| {
+        if let Some((_, stored)) = seen.borrow().iter().find(|(n, _)| *n == name) {
+            return *stored;
+        }
+        let stored = SchemaStore::bundled_ref().ok().and_then(|store| store.current(name));
+        seen.borrow_mut().push((name, stored));
+        stored
+    })
+}
+
+/// The value of a body [`write_bundled`] wrote.
+pub(crate) fn read_bundled(fingerprint: u64, body: &[u8]) -> Result<Value, RecordError> {
+    Ok(crate::codec::read_stored(bundled_version(fingerprint)?, body)?)
+}
+
+/// `T` from a body [`write_bundled`] wrote (straight from the bytes when it can be).
+pub(crate) fn from_bundled_bytes<T: Record>(
+    fingerprint: u64,
+    body: &[u8],
+) -> Result<T, RecordError> {
+    let stored = bundled_version(fingerprint)?;
+    match crate::codec::deserialize_stored::<T>(stored, body) {
+        Some(result) => result,
+        None => from_any_avro(&read_bundled(fingerprint, body)?),
+    }
+}
+
+fn bundled_version(fingerprint: u64) -> Result<&'static crate::codec::StoredSchema, RecordError> {
+    SchemaStore::bundled_ref()?
+        .by_fingerprint(fingerprint)
+        .ok_or(RecordError::Decode(DecodeError::UnknownFingerprint { fingerprint }))
 }
 
 /// Replaces every `Union(_, x)` by `x`, in place.

@@ -134,16 +134,16 @@ impl TestRecord {
     /// [`Context::for_test`]. Panics if the bytes do not decode (use the [`Runner`] for those).
     pub fn input(&self) -> Input<'_> {
         let decoded = self.decoded.as_ref().expect("TestRecord::input on bytes that do not decode");
-        Input {
-            topic: &self.topic,
-            partition: self.partition,
-            offset: self.offset.unwrap_or(0),
-            timestamp: self.timestamp,
-            key: self.key.as_deref(),
-            schema: &decoded.schema_name,
-            value: &decoded.value,
-            attempt: self.attempt,
-        }
+        Input::new(
+            &self.topic,
+            self.partition,
+            self.offset.unwrap_or(0),
+            &decoded.schema_name,
+            &decoded.value,
+        )
+        .with_key(self.key.as_deref())
+        .with_timestamp(self.timestamp)
+        .with_attempt(self.attempt)
     }
 }
 
@@ -503,7 +503,7 @@ impl<P: Processor> Runner<P> {
             );
             return self.dead_letter(dead(ErrorClass::Oversized, reason, record.attempt));
         }
-        let decoded = match codec().decode(&record.value) {
+        let framed = match codec().frame(&record.value) {
             Ok(d) => d,
             Err(e) => {
                 return self.dead_letter(dead(
@@ -516,16 +516,10 @@ impl<P: Processor> Runner<P> {
         let partition = record.partition;
         let state = self.states.entry(partition).or_default();
         state.begin_record();
-        let input = Input {
-            topic: &record.topic,
-            partition,
-            offset,
-            timestamp: record.timestamp,
-            key: record.key.as_deref(),
-            schema: &decoded.schema_name,
-            value: &decoded.value,
-            attempt: record.attempt,
-        };
+        let input = Input::framed(&record.topic, partition, offset, &framed)
+            .with_key(record.key.as_deref())
+            .with_timestamp(record.timestamp)
+            .with_attempt(record.attempt);
         let mut ctx = Context::new(state);
         let result = self.processor.process(&input, &mut ctx);
         let outputs = ctx.take_outputs();
@@ -588,7 +582,7 @@ impl<P: Processor> Runner<P> {
                     self.processor.name(),
                     out.topic
                 );
-                let bytes = codec().encode(&out.topic, &out.schema, &out.value).map_err(|e| {
+                let bytes = out.encode(codec(), &out.topic).map_err(|e| {
                     format!("output to {} does not match {}: {e}", out.topic, out.schema)
                 })?;
                 Ok(Emitted {

@@ -4,7 +4,7 @@
 //!  N AuditEvent records, encoded once (outside the measured part)
 //!        │  measured: chain_events()
 //!        ▼
-//!  Codec::decode ─► AuditChain::process ─► Codec::encode of every output
+//!  Codec::frame ─► AuditChain::process ─► Output::encode of every output
 //! ```
 //!
 //! That is what the engine does per record around the processor (minus Kafka), so the inclusive
@@ -80,21 +80,12 @@ fn chain_events(codec: &Codec, chain: &mut AuditChain, inputs: &[Vec<u8>]) -> Ve
     let mut state = StateView::new();
     let mut outputs = Vec::with_capacity(inputs.len() + inputs.len() / 500);
     for (offset, bytes) in inputs.iter().enumerate() {
-        let decoded = codec.decode(bytes).expect("decode");
-        let input = Input {
-            topic: INPUT,
-            partition: 0,
-            offset: offset as i64,
-            timestamp: None,
-            key: None,
-            schema: &decoded.schema_name,
-            value: &decoded.value,
-            attempt: 0,
-        };
+        let framed = codec.frame(bytes).expect("frame");
+        let input = Input::framed(INPUT, 0, offset as i64, &framed);
         let mut ctx = Context::for_test(&mut state);
         chain.process(&input, &mut ctx).expect("process");
         for out in ctx.take_outputs() {
-            outputs.push(codec.encode(&out.topic, &out.schema, &out.value).expect("encode"));
+            outputs.push(out.encode(codec, &out.topic).expect("encode"));
         }
     }
     outputs

@@ -55,12 +55,13 @@ impl<P: Processor> PendingSignatures<P> {
         for out in outputs.iter().filter(|o| o.topic == self.output) {
             // Entries never move the gauge: skip them before decoding (one field lookup instead
             // of conforming and deserializing ~1 KiB per chained event).
-            if ChainRecord::value_is_entry(&out.value) {
-                continue;
-            }
             // A record that does not decode is the processor's bug, reported by the verifier; the
             // gauge only follows checkpoints.
-            let Ok(record) = ChainRecord::from_avro(&out.value) else { continue };
+            let Ok(value) = out.value() else { continue };
+            if ChainRecord::value_is_entry(&value) {
+                continue;
+            }
+            let Ok(record) = ChainRecord::from_avro(&value) else { continue };
             let ChainRecordBody::Checkpoint(cp) = record.body else { continue };
             let set = self.pending.entry(record.partition as i32).or_default();
             match cp.status {
@@ -168,7 +169,7 @@ mod tests {
             input: &Input<'_>,
             ctx: &mut Context<'_>,
         ) -> Result<(), ProcessError> {
-            let apache_avro::types::Value::String(what) = input.value else {
+            let apache_avro::types::Value::String(what) = input.value()? else {
                 return Err(ProcessError::Invalid("test input".into()));
             };
             let (kind, size) = what.split_once(' ').unwrap();
@@ -189,16 +190,7 @@ mod tests {
 
     fn feed(p: &mut PendingSignatures<Emitter>, partition: i32, what: &str) {
         let value = apache_avro::types::Value::String(what.into());
-        let input = Input {
-            topic: "in",
-            partition,
-            offset: 0,
-            timestamp: None,
-            key: None,
-            schema: "s",
-            value: &value,
-            attempt: 1,
-        };
+        let input = Input::new("in", partition, 0, "s", &value);
         let mut state = evalstream_runtime::state::StateView::new();
         let mut ctx = Context::for_test(&mut state);
         p.process(&input, &mut ctx).unwrap();

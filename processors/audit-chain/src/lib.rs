@@ -274,15 +274,23 @@ impl Processor for AuditChain {
                 input.schema
             )));
         }
-        // The decoded record's strings, borrowed: the payload is copied only into the canonical
-        // bytes. A value of another shape (never from the codec) takes the strict path.
+        // The event's strings, borrowed: the payload is copied only into the canonical bytes.
+        // Straight from the record's bytes when the runtime can read them so; otherwise from
+        // the decoded value, and any other shape takes the strict path, which accepts it or
+        // says why not.
         let owned;
-        let event = match AuditEventRef::from_decoded(input.value) {
-            Some(event) => event,
-            None => {
-                owned = AuditEventJson::from_avro(input.value)
-                    .map_err(|e| ProcessError::Invalid(format!("audit event: {e}")))?;
-                owned.as_ref()
+        let event = match input.decode_borrowed::<AuditEventRef>() {
+            Some(Ok(event)) => event,
+            _ => {
+                let value = input.value()?;
+                match AuditEventRef::from_decoded(value) {
+                    Some(event) => event,
+                    None => {
+                        owned = AuditEventJson::from_avro(value)
+                            .map_err(|e| ProcessError::Invalid(format!("audit event: {e}")))?;
+                        owned.as_ref()
+                    }
+                }
             }
         };
         let canonical = event
@@ -600,6 +608,47 @@ mod tests {
         ])
     }
 
+    /// Events read straight from their bytes (`Input::decode_borrowed`, as the engine hands
+    /// them over) chain exactly what the decoded values chain, awkward strings included.
+    #[test]
+    fn events_read_from_bytes_chain_as_decoded_values() {
+        let codec = evalstream_runtime::testkit::codec();
+        let settings = ChainSettings { checkpoint_every: 100, ..ChainSettings::default() };
+        let mut by_value = AuditChain::new(settings.clone(), None, None);
+        let mut by_bytes = AuditChain::new(settings, None, None);
+        let (mut from_value, mut from_bytes) = (Vec::new(), Vec::new());
+        for i in 0..1200u64 {
+            let mut value = event(i);
+            if let Value::Record(fields) = &mut value {
+                fields[2].1 = Value::String(format!("act\u{2028}or-{i}-\"é\\\u{1f600}"));
+                fields[5].1 =
+                    Value::String(format!(r#"{{"z":[{i},1e3,"\u00e9"],"a":"\ud83d\ude00"}}"#));
+            }
+            let bytes = codec.encode(INPUT, AUDIT_EVENT_SCHEMA, &value).unwrap();
+            let framed = codec.frame(&bytes).unwrap();
+            let borrowed = Input::framed(INPUT, 0, i as i64, &framed);
+            assert!(
+                matches!(borrowed.decode_borrowed::<AuditEventRef>(), Some(Ok(_))),
+                "read straight from the bytes"
+            );
+            for (chain, input, out) in [
+                (
+                    &mut by_value,
+                    Input::new(INPUT, 0, i as i64, AUDIT_EVENT_SCHEMA, &value),
+                    &mut from_value,
+                ),
+                (&mut by_bytes, borrowed, &mut from_bytes),
+            ] {
+                let mut state = StateView::new();
+                let mut ctx = Context::for_test(&mut state);
+                chain.process(&input, &mut ctx).expect("processes");
+                out.extend(ctx.take_outputs().iter().map(|o| o.encode(codec, "t").unwrap()));
+            }
+        }
+        assert!(from_value.len() > 1200, "entries and checkpoints");
+        assert_eq!(from_bytes, from_value);
+    }
+
     /// Feeds `event(i)` for `ids` through `chain` (partition 0, input offset = i) and returns the
     /// outputs as chain records.
     fn feed(chain: &mut AuditChain, ids: impl Iterator<Item = u64>) -> Vec<ChainRecord> {
@@ -608,19 +657,10 @@ mod tests {
             let mut state = StateView::new();
             let mut ctx = Context::for_test(&mut state);
             let value = event(i);
-            let input = Input {
-                topic: INPUT,
-                partition: 0,
-                offset: i as i64,
-                timestamp: None,
-                key: None,
-                schema: AUDIT_EVENT_SCHEMA,
-                value: &value,
-                attempt: 1,
-            };
+            let input = Input::new(INPUT, 0, i as i64, AUDIT_EVENT_SCHEMA, &value);
             chain.process(&input, &mut ctx).expect("processes");
             for o in ctx.take_outputs() {
-                out.push(ChainRecord::from_avro(&o.value).expect("a chain record"));
+                out.push(ChainRecord::from_avro(&o.value().unwrap()).expect("a chain record"));
             }
         }
         out

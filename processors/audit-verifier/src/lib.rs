@@ -150,9 +150,13 @@ impl Processor for AuditVerifier {
         let results = if input.schema != CHAIN_RECORD_SCHEMA {
             verifier.feed_undecodable(input.offset, &format!("schema {}", input.schema))
         } else {
-            match ChainRecord::from_avro(input.value) {
+            match input
+                .value()
+                .map_err(|e| e.to_string())
+                .and_then(|v| ChainRecord::from_avro(v).map_err(|e| e.to_string()))
+            {
                 Ok(record) => self.verify(&mut verifier, &before, input.offset, &record),
-                Err(e) => verifier.feed_undecodable(input.offset, &e.to_string()),
+                Err(e) => verifier.feed_undecodable(input.offset, &e),
             }
         };
         if let Some(hook) = &self.hooks.on_verified {

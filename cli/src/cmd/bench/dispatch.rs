@@ -23,7 +23,7 @@ pub(super) fn dispatch_cost(codec: &Codec, args: &Args) -> anyhow::Result<std::p
                 amount: (i % 100) as i64,
                 payload: String::new(),
             };
-            codec.decode(&codec.encode_record(INPUT, &value)?).map_err(anyhow::Error::from)
+            codec.encode_record(INPUT, &value).map_err(anyhow::Error::from)
         })
         .collect::<anyhow::Result<_>>()?;
     let mut direct = Vec::new();
@@ -45,30 +45,19 @@ pub(super) fn dispatch_cost(codec: &Codec, args: &Args) -> anyhow::Result<std::p
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// ns per record of `process` plus encoding its outputs, as the engine does per record.
-fn per_record<P: Processor>(
-    p: &mut P,
-    codec: &Codec,
-    inputs: &[evalstream_runtime::codec::Decoded],
-) -> anyhow::Result<f64> {
+/// ns per record of framing the input, `process` and encoding its outputs, as the engine does
+/// per record.
+fn per_record<P: Processor>(p: &mut P, codec: &Codec, inputs: &[Vec<u8>]) -> anyhow::Result<f64> {
     let mut state = StateView::new();
     let mut bytes = 0usize;
     let started = Instant::now();
-    for (offset, d) in inputs.iter().enumerate() {
-        let input = Input {
-            topic: INPUT,
-            partition: 0,
-            offset: offset as i64,
-            timestamp: None,
-            key: None,
-            schema: &d.schema_name,
-            value: &d.value,
-            attempt: 1,
-        };
+    for (offset, record) in inputs.iter().enumerate() {
+        let framed = codec.frame(record)?;
+        let input = Input::framed(INPUT, 0, offset as i64, &framed);
         let mut ctx = Context::new(&mut state);
         p.process(&input, &mut ctx)?;
         for out in ctx.take_outputs() {
-            bytes += codec.encode(&out.topic, &out.schema, &out.value)?.len();
+            bytes += out.encode(codec, &out.topic)?.len();
         }
     }
     let elapsed = started.elapsed();

@@ -20,11 +20,14 @@
 //! Decoding never panics and never trusts a length prefix beyond [`MAX_ALLOCATION_BYTES`]:
 //! every failure is a typed [`DecodeError`] that the runtime dead-letters.
 
+pub(crate) mod de;
 mod direct;
 mod error;
 mod fingerprint;
+mod framed;
 mod read;
 mod schema_registry;
+pub(crate) mod ser;
 mod store;
 mod value;
 mod writer;
@@ -40,9 +43,11 @@ pub use fingerprint::{
     crc64_avro, json_schema_fingerprint, legacy_schema_fingerprint, parsing_canonical_form,
     schema_fingerprint, CRC64_AVRO_EMPTY,
 };
+pub use framed::Framed;
 pub use store::{SchemaStore, StoredSchema, HISTORY_DIR};
 pub use value::{avro_to_json, example_value, json_to_avro};
 
+use framed::Writer;
 use schema_registry::SchemaRegistry;
 
 use crate::record::{self, Record, RecordError};
@@ -189,7 +194,7 @@ impl Codec {
         }
         let conformed = value::conform(stored.schema(), &stored.names, value)
             .map_err(|m| m.into_error(stored.full_name()))?;
-        self.frame(topic, stored, &conformed)
+        self.write_frame(topic, stored, &conformed)
     }
 
     /// A buffer holding the framing header of `stored` for `topic` (registry id or
@@ -218,7 +223,30 @@ impl Codec {
         let stored = self.stored(schema_name)?;
         let value = value::json_to_avro_with(stored.schema(), &stored.names, json)
             .map_err(|m| m.into_error(stored.full_name()))?;
-        self.frame(topic, stored, &value)
+        self.write_frame(topic, stored, &value)
+    }
+
+    /// The framed record of `body`, an Avro body of the current `schema_name` written earlier
+    /// with the schema whose fingerprint is `fingerprint` (see `Output::record`); `None` when
+    /// that is not this codec's current schema of the name, and the caller must encode a value.
+    pub(crate) fn encode_written(
+        &self,
+        topic: &str,
+        schema_name: &str,
+        fingerprint: u64,
+        body: &[u8],
+    ) -> Option<Result<Vec<u8>, CodecError>> {
+        let stored = match self.stored(schema_name) {
+            Ok(stored) => stored,
+            Err(e) => return Some(Err(e)),
+        };
+        if stored.fingerprint() != fingerprint {
+            return None;
+        }
+        Some(self.header(topic, stored).map(|mut out| {
+            out.extend_from_slice(body);
+            out
+        }))
     }
 
     /// Encodes a typed record with the current version of `T::SCHEMA` (see [`crate::record`]).
@@ -229,8 +257,7 @@ impl Codec {
     /// Decodes record bytes into a typed record; a record of another schema is
     /// [`RecordError::WrongSchema`].
     pub fn decode_record<T: Record>(&self, bytes: &[u8]) -> Result<T, RecordError> {
-        let decoded = self.decode(bytes)?;
-        record::decode_value(&decoded.schema_name, &decoded.value)
+        self.frame(bytes)?.decode()
     }
 
     fn stored(&self, schema_name: &str) -> Result<&StoredSchema, CodecError> {
@@ -241,7 +268,7 @@ impl Codec {
             .ok_or_else(|| CodecError::UnknownSchema(schema_name.to_string()))
     }
 
-    fn frame(
+    fn write_frame(
         &self,
         topic: &str,
         stored: &StoredSchema,
@@ -262,15 +289,28 @@ impl Codec {
     /// Decodes record bytes in either wire format into the current schema of their name.
     /// Never panics: empty, truncated, foreign, unknown or corrupt input is a [`DecodeError`].
     pub fn decode(&self, bytes: &[u8]) -> Result<Decoded, DecodeError> {
+        let (writer, format, body) = self.parse_header(bytes)?;
+        let value = self.decode_body(&writer, body)?;
+        Ok(Decoded { schema_name: writer.name().to_string(), value, format })
+    }
+
+    /// The writer schema named by the framing header, the format, and the Avro body after it.
+    fn parse_header<'a>(
+        &'a self,
+        bytes: &'a [u8],
+    ) -> Result<(Writer<'a>, WireFormat, &'a [u8]), DecodeError> {
         match bytes.first() {
             None => Err(DecodeError::Empty),
-            Some(&b) if b == SINGLE_OBJECT_MARKER[0] => self.decode_single_object(bytes),
-            Some(&CONFLUENT_MAGIC) => self.decode_confluent(bytes),
+            Some(&b) if b == SINGLE_OBJECT_MARKER[0] => self.parse_single_object(bytes),
+            Some(&CONFLUENT_MAGIC) => self.parse_confluent(bytes),
             Some(&byte) => Err(DecodeError::UnknownMagic { byte }),
         }
     }
 
-    fn decode_single_object(&self, bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    fn parse_single_object<'a>(
+        &'a self,
+        bytes: &'a [u8],
+    ) -> Result<(Writer<'a>, WireFormat, &'a [u8]), DecodeError> {
         let truncated = || DecodeError::TruncatedHeader {
             format: "single-object",
             needed: SINGLE_OBJECT_HEADER_LEN,
@@ -290,30 +330,18 @@ impl Codec {
         let mut fp = [0u8; 8];
         fp.copy_from_slice(&header[2..]);
         let fingerprint = u64::from_le_bytes(fp);
-        let store = &self.inner.store;
-        let writer = store
+        let writer = self
+            .inner
+            .store
             .by_fingerprint(fingerprint)
             .ok_or(DecodeError::UnknownFingerprint { fingerprint })?;
-        // Fast path (see `read`); anything it declines is decoded by apache-avro, which
-        // gives the same value or the precise error.
-        let value = match read::read_value(writer.schema(), &writer.names, body) {
-            Ok((value, [])) => value,
-            _ => read_datum(writer.schema(), writer.full_name(), body)?,
-        };
-        let value = match store.current(writer.full_name()) {
-            Some(reader) if reader.fingerprint() != writer.fingerprint() => {
-                resolve(value, reader.schema(), writer.full_name())?
-            }
-            _ => value,
-        };
-        Ok(Decoded {
-            schema_name: writer.full_name().to_string(),
-            value,
-            format: WireFormat::SingleObject { fingerprint },
-        })
+        Ok((Writer::Stored(writer), WireFormat::SingleObject { fingerprint }, body))
     }
 
-    fn decode_confluent(&self, bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    fn parse_confluent<'a>(
+        &'a self,
+        bytes: &'a [u8],
+    ) -> Result<(Writer<'a>, WireFormat, &'a [u8]), DecodeError> {
         let (header, body) =
             bytes.split_at_checked(CONFLUENT_HEADER_LEN).ok_or(DecodeError::TruncatedHeader {
                 format: "confluent",
@@ -325,18 +353,58 @@ impl Codec {
         let schema_id = u32::from_be_bytes(id);
         let registry = self.inner.registry.as_ref().ok_or(DecodeError::NoRegistry { schema_id })?;
         let writer = registry.schema(schema_id)?;
-        let value = read_datum(&writer.schema, &writer.name, body)?;
-        let value = match self.inner.store.current(&writer.name) {
-            Some(reader) if reader.fingerprint() != writer.fingerprint => {
-                resolve(value, reader.schema(), &writer.name)?
-            }
-            _ => value,
+        Ok((Writer::Registry(writer), WireFormat::Confluent { schema_id }, body))
+    }
+
+    /// The value of `body` written with `writer`, resolved to the current schema of its name.
+    fn decode_body(&self, writer: &Writer<'_>, body: &[u8]) -> Result<Value, DecodeError> {
+        let value = match writer {
+            // Fast path (see `read`); anything it declines is decoded by apache-avro, which
+            // gives the same value or the precise error.
+            Writer::Stored(w) => match read::read_value(w.schema(), &w.names, body) {
+                Ok((value, [])) => value,
+                _ => read_datum(w.schema(), w.full_name(), body)?,
+            },
+            Writer::Registry(w) => read_datum(&w.schema, &w.name, body)?,
         };
-        Ok(Decoded {
-            schema_name: writer.name.clone(),
-            value,
-            format: WireFormat::Confluent { schema_id },
-        })
+        match self.inner.store.current(writer.name()) {
+            Some(reader) if reader.fingerprint() != writer.fingerprint() => {
+                resolve(value, reader.schema(), writer.name())
+            }
+            _ => Ok(value),
+        }
+    }
+}
+
+/// Writes `value` as an Avro body of `stored` straight from serde (`ser`), or declines.
+pub(crate) fn write_serialized<T: serde::Serialize + ?Sized>(
+    stored: &StoredSchema,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), direct::NotDirect> {
+    ser::write_serialized(stored.schema(), &stored.names, value, out)
+}
+
+/// The value of an Avro body of `stored` (no resolution).
+pub(crate) fn read_stored(stored: &StoredSchema, body: &[u8]) -> Result<Value, DecodeError> {
+    match read::read_value(stored.schema(), &stored.names, body) {
+        Ok((value, [])) => Ok(value),
+        _ => read_datum(stored.schema(), stored.full_name(), body),
+    }
+}
+
+/// `T` read straight from a valid Avro body of `stored` (`de`; the runtime wrote it); `None`
+/// when that path does not support it and the value path must be used.
+pub(crate) fn deserialize_stored<T: serde::de::DeserializeOwned>(
+    stored: &StoredSchema,
+    body: &[u8],
+) -> Option<Result<T, RecordError>> {
+    match de::from_validated_slice::<T>(stored.schema(), &stored.names, body) {
+        Ok(value) => Some(Ok(value)),
+        Err(de::DeError::Shape(message)) => {
+            Some(Err(RecordError::Shape { schema: stored.full_name().to_string(), message }))
+        }
+        Err(de::DeError::Unsupported(_) | de::DeError::Malformed(_)) => None,
     }
 }
 

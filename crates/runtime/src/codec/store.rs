@@ -150,8 +150,16 @@ impl SchemaStore {
     /// (current and history versions), so that every binary can decode every version it was
     /// built with, with no file system or registry at run time. Parsed once per process.
     pub fn bundled() -> Result<SchemaStore, CodecError> {
+        Self::bundled_ref().cloned()
+    }
+
+    /// [`SchemaStore::bundled`] without a copy: the process-wide parsed store.
+    pub(crate) fn bundled_ref() -> Result<&'static SchemaStore, CodecError> {
         static BUNDLED: OnceLock<Result<SchemaStore, CodecError>> = OnceLock::new();
-        BUNDLED.get_or_init(|| SchemaStore::from_sources(bundled::BUNDLED.iter().copied())).clone()
+        BUNDLED
+            .get_or_init(|| SchemaStore::from_sources(bundled::BUNDLED.iter().copied()))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// Loads every `*.avsc` below `dir` (same layout as the repository's `schemas/`), for tools

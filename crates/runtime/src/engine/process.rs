@@ -207,7 +207,9 @@ impl<P: Processor> Core<P> {
                 Disposition::DeadLetter,
             )));
         }
-        let decoded = match self.codec.decode(payload) {
+        // Framed: header parsed and body validated, the value decoded only if the processor
+        // asks for the tree (a typed input is read straight from the bytes).
+        let framed = match self.codec.frame(payload) {
             Ok(d) => d,
             Err(e) if e.is_transient() => return Err(RuntimeError::Unavailable(e.to_string())),
             Err(e) => {
@@ -220,16 +222,10 @@ impl<P: Processor> Core<P> {
         };
         let state = self.states.entry(partition).or_default();
         state.begin_record();
-        let input = Input {
-            topic,
-            partition,
-            offset,
-            timestamp: msg.timestamp().to_millis(),
-            key: msg.key(),
-            schema: &decoded.schema_name,
-            value: &decoded.value,
-            attempt,
-        };
+        let input = Input::framed(topic, partition, offset, &framed)
+            .with_key(msg.key())
+            .with_timestamp(msg.timestamp().to_millis())
+            .with_attempt(attempt);
         let mut ctx = Context::new(state);
         let result = self.processor.process(&input, &mut ctx);
         let outputs = ctx.take_outputs();
@@ -318,7 +314,7 @@ impl<P: Processor> Core<P> {
             .iter()
             .map(|out| {
                 let physical = self.names.physical(&out.topic);
-                match self.codec.encode(&physical, &out.schema, &out.value) {
+                match out.encode(&self.codec, &physical) {
                     Ok(bytes) => Ok((physical, bytes)),
                     Err(e) => Err((out, e)),
                 }

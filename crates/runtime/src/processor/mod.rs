@@ -17,6 +17,9 @@ pub(crate) mod state;
 
 use apache_avro::types::Value;
 
+use std::borrow::Cow;
+
+use crate::codec::{Codec, CodecError, Framed};
 use crate::error::ProcessError;
 use crate::record::{self, Record};
 use crate::state::StateView;
@@ -40,18 +43,107 @@ pub struct Input<'a> {
     pub key: Option<&'a [u8]>,
     /// Full name of the Avro schema the value was written with.
     pub schema: &'a str,
-    /// The decoded value.
-    pub value: &'a Value,
     /// Processing attempt, 1 for the first.
     pub attempt: u32,
+    /// The value: validated bytes the runtime decodes on demand, or a value built by hand.
+    body: Body<'a>,
 }
 
-impl Input<'_> {
+#[derive(Debug, Clone)]
+enum Body<'a> {
+    /// From the wire (the engine, the testkit): typed records are read straight from the
+    /// bytes, the `Value` tree is built only when asked for (see [`crate::codec::Framed`]).
+    Framed(&'a Framed<'a>),
+    /// A value built by hand (tools, benchmarks, tests).
+    Value(&'a Value),
+}
+
+impl<'a> Input<'a> {
+    /// An input of `schema` holding `value`, at `offset` of `topic`/`partition`, without key or
+    /// timestamp, first attempt (tools and tests; the runtime frames records from the wire).
+    pub fn new(
+        topic: &'a str,
+        partition: i32,
+        offset: i64,
+        schema: &'a str,
+        value: &'a Value,
+    ) -> Self {
+        Input {
+            topic,
+            partition,
+            offset,
+            timestamp: None,
+            key: None,
+            schema,
+            attempt: 1,
+            body: Body::Value(value),
+        }
+    }
+
+    /// An input whose value is the framed record `framed` (its schema is the writer's).
+    pub fn framed(topic: &'a str, partition: i32, offset: i64, framed: &'a Framed<'a>) -> Self {
+        Input {
+            topic,
+            partition,
+            offset,
+            timestamp: None,
+            key: None,
+            schema: framed.schema_name(),
+            attempt: 1,
+            body: Body::Framed(framed),
+        }
+    }
+
+    /// With the record key.
+    pub fn with_key(mut self, key: Option<&'a [u8]>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// With the record timestamp.
+    pub fn with_timestamp(mut self, timestamp: Option<i64>) -> Self {
+        self.timestamp = timestamp;
+        self
+    }
+
+    /// With the processing attempt (1 for the first).
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
+    }
+
+    /// The decoded value, in the shape of the current schema of its name. Built on first use
+    /// for a record from the wire; [`Input::decode`] is cheaper when a typed record will do.
+    pub fn value(&self) -> Result<&'a Value, ProcessError> {
+        match self.body {
+            Body::Value(value) => Ok(value),
+            Body::Framed(framed) => {
+                framed.value().map_err(|e| ProcessError::Invalid(e.to_string()))
+            }
+        }
+    }
+
     /// The value as the typed record `T`. A value of another schema, or one that does not fit
     /// `T`, is [`ProcessError::Invalid`] (the record goes to the DLQ with this reason).
     pub fn decode<T: Record>(&self) -> Result<T, ProcessError> {
-        record::decode_value(self.schema, self.value)
-            .map_err(|e| ProcessError::Invalid(e.to_string()))
+        match self.body {
+            Body::Framed(framed) => framed.decode(),
+            Body::Value(value) => record::decode_value(self.schema, value),
+        }
+        .map_err(|e| ProcessError::Invalid(e.to_string()))
+    }
+
+    /// The value as `T` borrowing from the record's bytes (`&'a str` fields: nothing copied),
+    /// when the runtime can read it straight from them: a record from the wire in the current
+    /// version of its schema. `None` for a value built by hand or an older version; use
+    /// [`Input::value`] (or [`Input::decode`]) then. The schema name is not checked.
+    pub fn decode_borrowed<T: serde::Deserialize<'a>>(&self) -> Option<Result<T, ProcessError>> {
+        match self.body {
+            Body::Framed(framed) => framed
+                .decode_borrowed()
+                .map(|r| r.map_err(|e| ProcessError::Invalid(e.to_string()))),
+            Body::Value(_) => None,
+        }
     }
 
     /// Whether the value was written with `T`'s schema (to dispatch a processor with several
@@ -75,12 +167,21 @@ pub struct Output {
     pub key: Option<Vec<u8>>,
     /// Explicit partition, e.g. to keep an output co-partitioned with its input.
     pub partition: Option<i32>,
-    /// Full name of the Avro schema to encode `value` with.
+    /// Full name of the Avro schema to encode the value with.
     pub schema: String,
-    /// The value; validated against `schema` when encoded.
-    pub value: Value,
+    /// The value.
+    payload: Payload,
     /// Extra headers (the runtime adds source and transaction headers itself).
     pub headers: Vec<(String, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Payload {
+    /// A value, validated against the schema when encoded.
+    Value(Value),
+    /// A typed record already written as the Avro body of the bundled current schema of the
+    /// output's name, whose fingerprint this is: no `Value` tree was built (codec/ser.rs).
+    Written { fingerprint: u64, body: Vec<u8> },
 }
 
 impl Output {
@@ -96,7 +197,7 @@ impl Output {
             key,
             partition: None,
             schema: schema.into(),
-            value,
+            payload: Payload::Value(value),
             headers: Vec::new(),
         }
     }
@@ -127,9 +228,33 @@ impl Output {
         key: Option<Vec<u8>>,
         value: &T,
     ) -> Result<Self, ProcessError> {
-        let value = record::to_avro(value)
-            .map_err(|e| ProcessError::Invalid(format!("output to {topic}: {e}")))?;
-        Ok(Output::new(topic, key, T::SCHEMA, value))
+        // Straight to bytes when the serializer can (it declines anything unusual and every
+        // mismatch, which the value path below then reports precisely when encoded).
+        let payload = match record::write_bundled(value) {
+            Some((fingerprint, body)) => Payload::Written { fingerprint, body },
+            None => Payload::Value(
+                record::to_avro(value)
+                    .map_err(|e| ProcessError::Invalid(format!("output to {topic}: {e}")))?,
+            ),
+        };
+        Ok(Output {
+            topic,
+            key,
+            partition: None,
+            schema: T::SCHEMA.into(),
+            payload,
+            headers: Vec::new(),
+        })
+    }
+
+    /// The value (built from the written bytes for a typed record: for tests and tools).
+    pub fn value(&self) -> Result<Cow<'_, Value>, record::RecordError> {
+        match &self.payload {
+            Payload::Value(value) => Ok(Cow::Borrowed(value)),
+            Payload::Written { fingerprint, body } => {
+                record::read_bundled(*fingerprint, body).map(Cow::Owned)
+            }
+        }
     }
 
     /// The value as the typed record `T` (tests).
@@ -140,7 +265,33 @@ impl Output {
                 got: self.schema.clone(),
             });
         }
-        record::from_any_avro(&self.value)
+        match &self.payload {
+            Payload::Value(value) => record::from_any_avro(value),
+            Payload::Written { fingerprint, body } => {
+                record::from_bundled_bytes(*fingerprint, body)
+            }
+        }
+    }
+
+    /// The encoded record value for the physical topic `topic` (it names the registry subject):
+    /// exactly what the runtime produces for this output.
+    pub fn encode(&self, codec: &Codec, topic: &str) -> Result<Vec<u8>, CodecError> {
+        match &self.payload {
+            Payload::Value(value) => codec.encode(topic, &self.schema, value),
+            Payload::Written { fingerprint, body } => {
+                match codec.encode_written(topic, &self.schema, *fingerprint, body) {
+                    Some(encoded) => encoded,
+                    // The codec's current schema of that name is not the bundled one (a
+                    // custom store): encode the value, which conforms it to the codec's.
+                    None => {
+                        let value = record::read_bundled(*fingerprint, body).map_err(|e| {
+                            CodecError::Avro { schema: self.schema.clone(), message: e.to_string() }
+                        })?;
+                        codec.encode(topic, &self.schema, &value)
+                    }
+                }
+            }
+        }
     }
 
     /// Adds a header.
@@ -298,3 +449,73 @@ pub type ResumeHint = std::collections::BTreeMap<String, i64>;
 /// Read access to topics during [`Processor::on_assign`] (e.g. the tail of the processor's own
 /// output partition): committed records only, by the runtime's one definition of committed.
 pub use crate::reader::CommittedReader;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::testkit::codec;
+
+    /// `evalstream.runtime.TotalsUpdate`, as the totals processor writes it.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Update {
+        key: String,
+        amount: i64,
+        total: i64,
+        source_topic: String,
+        source_partition: i32,
+        source_offset: i64,
+    }
+
+    impl Record for Update {
+        const SCHEMA: &'static str = "evalstream.runtime.TotalsUpdate";
+    }
+
+    /// A type serde can express but Avro cannot (a map with integer keys): not written straight,
+    /// and the value path says why.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Unwritable {
+        key: BTreeMap<i32, i32>,
+    }
+
+    impl Record for Unwritable {
+        const SCHEMA: &'static str = "evalstream.runtime.TotalsUpdate";
+    }
+
+    fn update(key: &str, total: i64) -> Update {
+        Update {
+            key: key.into(),
+            amount: -3,
+            total,
+            source_topic: "totals.input".into(),
+            source_partition: 2,
+            source_offset: 41,
+        }
+    }
+
+    /// A typed output encodes to the bytes the value path gives, reads back as itself, and its
+    /// value is the conformed value of the record.
+    #[test]
+    fn typed_outputs_encode_as_the_value_path() {
+        for (key, total) in [("k", 0), ("ключ", i64::MIN), ("", i64::MAX)] {
+            let value = update(key, total);
+            let out = Output::record("totals.output", key, &value).unwrap();
+            assert!(matches!(out.payload, Payload::Written { .. }), "written straight");
+            let by_value = codec()
+                .encode("p.totals.output", Update::SCHEMA, &record::to_avro(&value).unwrap())
+                .unwrap();
+            assert_eq!(out.encode(codec(), "p.totals.output").unwrap(), by_value);
+            assert_eq!(out.decode::<Update>().unwrap(), value);
+            assert_eq!(*out.value().unwrap(), record::to_conformed_avro(&value).unwrap());
+        }
+    }
+
+    #[test]
+    fn values_serde_cannot_write_take_the_value_path() {
+        let out = Output::record_unkeyed("o", &Unwritable { key: BTreeMap::from([(1, 2)]) });
+        assert!(out.is_err() || matches!(out.unwrap().payload, Payload::Value(_)));
+    }
+}
