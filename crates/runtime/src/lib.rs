@@ -39,6 +39,8 @@ pub mod readiness;
 pub mod record;
 pub mod state;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod test_records;
 pub mod testkit;
 pub mod time;
 pub mod topology;

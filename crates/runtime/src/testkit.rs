@@ -612,6 +612,7 @@ mod tests {
     use serde::{Deserialize, Serialize};
 
     use super::*;
+    use crate::test_records::TotalsUpdate;
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     struct TotalsInput {
@@ -620,19 +621,6 @@ mod tests {
     }
     impl Record for TotalsInput {
         const SCHEMA: &'static str = "evalstream.runtime.TotalsInput";
-    }
-
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    struct TotalsUpdate {
-        key: String,
-        amount: i64,
-        total: i64,
-        source_topic: String,
-        source_partition: i32,
-        source_offset: i64,
-    }
-    impl Record for TotalsUpdate {
-        const SCHEMA: &'static str = "evalstream.runtime.TotalsUpdate";
     }
 
     /// Behaves according to the input's key: `ok`, `invalid`, `later`, `fatal`, `badout`
@@ -741,17 +729,7 @@ mod tests {
         assert_eq!(d.expect("dead-lettered").class, ErrorClass::Deserialization);
 
         // Wrong schema on the input: the typed decode says what it expected.
-        let wrong = record(
-            "totals.input",
-            &TotalsUpdate {
-                key: "k".into(),
-                amount: 1,
-                total: 1,
-                source_topic: "t".into(),
-                source_partition: 0,
-                source_offset: 0,
-            },
-        );
+        let wrong = record("totals.input", &TotalsUpdate::of("k", 1, 1));
         let d = r.send(wrong).dead_letter().cloned().expect("dead-lettered");
         assert!(
             d.reason.contains(

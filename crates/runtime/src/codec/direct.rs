@@ -320,28 +320,12 @@ mod tests {
     /// What the typed records of the processors produce (`record::to_avro`) takes the fast path.
     #[test]
     fn typed_records_take_the_fast_path() {
-        #[derive(serde::Serialize)]
-        struct TotalsUpdate {
-            key: String,
-            amount: i64,
-            total: i64,
-            source_topic: String,
-            source_partition: i32,
-            source_offset: i64,
-        }
+        use crate::test_records::TotalsUpdate;
         let store = SchemaStore::bundled().unwrap();
         let stored = store.current("evalstream.runtime.TotalsUpdate").unwrap();
         let names = Names::of(stored.schema());
         for (amount, total) in [(-3, 1 << 40), (0, 0), (i64::MIN, i64::MAX), (7, -7)] {
-            let v = record::to_avro(&TotalsUpdate {
-                key: "k-1".into(),
-                amount,
-                total,
-                source_topic: "totals.input".into(),
-                source_partition: 3,
-                source_offset: 12_345,
-            })
-            .unwrap();
+            let v = record::to_avro(&TotalsUpdate::of("k-1", amount, total)).unwrap();
             let got = direct(stored.schema(), &names, &v);
             assert!(got.is_some(), "{v:?}");
             assert_eq!(got, two_step(stored.schema(), &names, &v));

@@ -165,6 +165,7 @@ mod tests {
     use super::*;
     use crate::codec::value::{conform, Names};
     use crate::codec::{encode_single_object, SchemaStore, SINGLE_OBJECT_HEADER_LEN};
+    use crate::test_records::TotalsUpdate;
 
     /// Random values of every bundled schema version, framed as single objects, and the same
     /// bytes damaged: `frame` fails exactly when `decode` does, with the same error, and its
@@ -220,20 +221,6 @@ mod tests {
             }
         }
         assert!(direct * 10 >= total, "only {direct} of {total} records framed for direct reads");
-    }
-
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    struct TotalsUpdate {
-        key: String,
-        amount: i64,
-        total: i64,
-        source_topic: String,
-        source_partition: i32,
-        source_offset: i64,
-    }
-
-    impl Record for TotalsUpdate {
-        const SCHEMA: &'static str = "evalstream.runtime.TotalsUpdate";
     }
 
     /// Models only part of `TotalsUpdate`: the other fields are skipped.

@@ -435,38 +435,28 @@ impl SeqSer<'_, '_> {
     }
 }
 
-impl ser::SerializeSeq for SeqSer<'_, '_> {
-    type Ok = ();
-    type Error = Decline;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Decline> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), Decline> {
-        self.finish()
-    }
+/// Sequences, tuples and tuple structs are all Avro arrays to apache-avro: one implementation,
+/// under the three serde traits (which differ only in the name of the element method).
+macro_rules! array_serializer {
+    ($($trait:ident :: $element:ident),*) => {$(
+        impl ser::$trait for SeqSer<'_, '_> {
+            type Ok = ();
+            type Error = Decline;
+            fn $element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Decline> {
+                self.element(value)
+            }
+            fn end(self) -> Result<(), Decline> {
+                self.finish()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for SeqSer<'_, '_> {
-    type Ok = ();
-    type Error = Decline;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Decline> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), Decline> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTupleStruct for SeqSer<'_, '_> {
-    type Ok = ();
-    type Error = Decline;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Decline> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), Decline> {
-        self.finish()
-    }
-}
+array_serializer!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field
+);
 
 /// A map: entries encoded aside, then written in key order (`writer::sorted_entries`).
 struct MapSer<'s, 'o> {
@@ -650,6 +640,15 @@ struct KeySer<'o> {
     out: &'o mut Vec<u8>,
 }
 
+/// Serializer methods of one argument that a map key cannot be: they decline.
+macro_rules! decline {
+    ($($method:ident($ty:ty)),*) => {$(
+        fn $method(self, _: $ty) -> Result<(), Decline> {
+            Err(Decline)
+        }
+    )*};
+}
+
 impl ser::Serializer for KeySer<'_> {
     type Ok = ();
     type Error = Decline;
@@ -688,42 +687,20 @@ impl ser::Serializer for KeySer<'_> {
         value.serialize(self)
     }
 
-    fn serialize_bool(self, _: bool) -> Result<(), Decline> {
-        Err(Decline)
-    }
-    fn serialize_i8(self, _: i8) -> Result<(), Decline> {
-        Err(Decline)
-    }
-    fn serialize_i16(self, _: i16) -> Result<(), Decline> {
-        Err(Decline)
-    }
-    fn serialize_i32(self, _: i32) -> Result<(), Decline> {
-        Err(Decline)
-    }
-    fn serialize_i64(self, _: i64) -> Result<(), Decline> {
-        Err(Decline)
-    }
-    fn serialize_u8(self, _: u8) -> Result<(), Decline> {
-        Err(Decline)
-    }
-    fn serialize_u16(self, _: u16) -> Result<(), Decline> {
-        Err(Decline)
-    }
-    fn serialize_u32(self, _: u32) -> Result<(), Decline> {
-        Err(Decline)
-    }
-    fn serialize_u64(self, _: u64) -> Result<(), Decline> {
-        Err(Decline)
-    }
-    fn serialize_f32(self, _: f32) -> Result<(), Decline> {
-        Err(Decline)
-    }
-    fn serialize_f64(self, _: f64) -> Result<(), Decline> {
-        Err(Decline)
-    }
-    fn serialize_bytes(self, _: &[u8]) -> Result<(), Decline> {
-        Err(Decline)
-    }
+    decline!(
+        serialize_bool(bool),
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_i64(i64),
+        serialize_u8(u8),
+        serialize_u16(u16),
+        serialize_u32(u32),
+        serialize_u64(u64),
+        serialize_f32(f32),
+        serialize_f64(f64),
+        serialize_bytes(&[u8])
+    );
     fn serialize_none(self) -> Result<(), Decline> {
         Err(Decline)
     }
@@ -1323,26 +1300,11 @@ mod tests {
     /// through the fast path.
     #[test]
     fn totals_update_takes_the_fast_path() {
-        #[derive(Serialize, Debug)]
-        struct TotalsUpdate {
-            key: String,
-            amount: i64,
-            total: i64,
-            source_topic: String,
-            source_partition: i32,
-            source_offset: i64,
-        }
+        use crate::test_records::TotalsUpdate;
         let store = SchemaStore::bundled().unwrap();
         let stored = store.current("evalstream.runtime.TotalsUpdate").unwrap();
         for (amount, total) in [(-3, 1 << 40), (0, 0), (i64::MIN, i64::MAX), (7, -7)] {
-            let v = TotalsUpdate {
-                key: "k-1".into(),
-                amount,
-                total,
-                source_topic: "totals.input".into(),
-                source_partition: 3,
-                source_offset: 12_345,
-            };
+            let v = TotalsUpdate::of("k-1", amount, total);
             assert!(check(stored.schema(), &stored.names, &v), "{v:?}");
         }
     }

@@ -68,30 +68,22 @@ impl<'a> Input<'a> {
         schema: &'a str,
         value: &'a Value,
     ) -> Self {
-        Input {
-            topic,
-            partition,
-            offset,
-            timestamp: None,
-            key: None,
-            schema,
-            attempt: 1,
-            body: Body::Value(value),
-        }
+        Self::with_body(topic, partition, offset, schema, Body::Value(value))
     }
 
     /// An input whose value is the framed record `framed` (its schema is the writer's).
     pub fn framed(topic: &'a str, partition: i32, offset: i64, framed: &'a Framed<'a>) -> Self {
-        Input {
-            topic,
-            partition,
-            offset,
-            timestamp: None,
-            key: None,
-            schema: framed.schema_name(),
-            attempt: 1,
-            body: Body::Framed(framed),
-        }
+        Self::with_body(topic, partition, offset, framed.schema_name(), Body::Framed(framed))
+    }
+
+    fn with_body(
+        topic: &'a str,
+        partition: i32,
+        offset: i64,
+        schema: &'a str,
+        body: Body<'a>,
+    ) -> Self {
+        Input { topic, partition, offset, timestamp: None, key: None, schema, attempt: 1, body }
     }
 
     /// With the record key.
@@ -457,22 +449,8 @@ mod tests {
     use serde::{Deserialize, Serialize};
 
     use super::*;
+    use crate::test_records::TotalsUpdate as Update;
     use crate::testkit::codec;
-
-    /// `evalstream.runtime.TotalsUpdate`, as the totals processor writes it.
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    struct Update {
-        key: String,
-        amount: i64,
-        total: i64,
-        source_topic: String,
-        source_partition: i32,
-        source_offset: i64,
-    }
-
-    impl Record for Update {
-        const SCHEMA: &'static str = "evalstream.runtime.TotalsUpdate";
-    }
 
     /// A type serde can express but Avro cannot (a map with integer keys): not written straight,
     /// and the value path says why.
@@ -485,23 +463,12 @@ mod tests {
         const SCHEMA: &'static str = "evalstream.runtime.TotalsUpdate";
     }
 
-    fn update(key: &str, total: i64) -> Update {
-        Update {
-            key: key.into(),
-            amount: -3,
-            total,
-            source_topic: "totals.input".into(),
-            source_partition: 2,
-            source_offset: 41,
-        }
-    }
-
     /// A typed output encodes to the bytes the value path gives, reads back as itself, and its
     /// value is the conformed value of the record.
     #[test]
     fn typed_outputs_encode_as_the_value_path() {
         for (key, total) in [("k", 0), ("ключ", i64::MIN), ("", i64::MAX)] {
-            let value = update(key, total);
+            let value = Update::of(key, -3, total);
             let out = Output::record("totals.output", key, &value).unwrap();
             assert!(matches!(out.payload, Payload::Written { .. }), "written straight");
             let by_value = codec()
