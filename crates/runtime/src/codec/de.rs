@@ -1357,7 +1357,7 @@ mod tests {
     use std::fmt::Debug;
 
     use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
     use serde::de::IgnoredAny;
     use serde::{Deserialize, Deserializer};
 
@@ -1410,19 +1410,7 @@ mod tests {
         }};
     }
 
-    /// Damages `bytes`: truncated, a bit flipped, or a byte appended.
-    fn damage(rng: &mut StdRng, bytes: &[u8]) -> Vec<u8> {
-        let mut damaged = bytes.to_vec();
-        match rng.gen_range(0..3) {
-            0 => damaged.truncate(rng.gen_range(0..bytes.len().max(1))),
-            1 if !damaged.is_empty() => {
-                let i = rng.gen_range(0..damaged.len());
-                damaged[i] ^= 1 << rng.gen_range(0..8);
-            }
-            _ => damaged.push(rng.gen()),
-        }
-        damaged
-    }
+    use crate::codec::writer::tests::damage;
 
     /// Every bundled schema version, random values: into `serde_json::Value` (deserialize_any
     /// everywhere) the same as through apache-avro's `Value`; `IgnoredAny` accepts them.

@@ -359,12 +359,7 @@ impl Codec {
     /// The value of `body` written with `writer`, resolved to the current schema of its name.
     fn decode_body(&self, writer: &Writer<'_>, body: &[u8]) -> Result<Value, DecodeError> {
         let value = match writer {
-            // Fast path (see `read`); anything it declines is decoded by apache-avro, which
-            // gives the same value or the precise error.
-            Writer::Stored(w) => match read::read_value(w.schema(), &w.names, body) {
-                Ok((value, [])) => value,
-                _ => read_datum(w.schema(), w.full_name(), body)?,
-            },
+            Writer::Stored(w) => read_stored(w, body)?,
             Writer::Registry(w) => read_datum(&w.schema, &w.name, body)?,
         };
         match self.inner.store.current(writer.name()) {
@@ -385,7 +380,8 @@ pub(crate) fn write_serialized<T: serde::Serialize + ?Sized>(
     ser::write_serialized(stored.schema(), &stored.names, value, out)
 }
 
-/// The value of an Avro body of `stored` (no resolution).
+/// The value of an Avro body of `stored` (no resolution). Fast path (see `read`); anything it
+/// declines is decoded by apache-avro, which gives the same value or the precise error.
 pub(crate) fn read_stored(stored: &StoredSchema, body: &[u8]) -> Result<Value, DecodeError> {
     match read::read_value(stored.schema(), &stored.names, body) {
         Ok((value, [])) => Ok(value),

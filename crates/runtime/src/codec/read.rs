@@ -183,7 +183,7 @@ impl Reader<'_, '_> {
 #[cfg(test)]
 mod tests {
     use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
 
     use super::*;
     use crate::codec::value::conform;
@@ -228,15 +228,7 @@ mod tests {
                 read += 1;
                 total += 1;
                 for _ in 0..4 {
-                    let mut damaged = bytes.clone();
-                    match rng.gen_range(0..3) {
-                        0 => damaged.truncate(rng.gen_range(0..bytes.len().max(1))),
-                        1 if !damaged.is_empty() => {
-                            let i = rng.gen_range(0..damaged.len());
-                            damaged[i] ^= 1 << rng.gen_range(0..8);
-                        }
-                        _ => damaged.push(rng.gen()),
-                    }
+                    let damaged = crate::codec::writer::tests::damage(&mut rng, &bytes);
                     if let Some(got) = ours(schema, &names, &damaged) {
                         assert_eq!(Some(got), apache(schema, &damaged), "{}", stored.full_name());
                     }

@@ -99,6 +99,21 @@ pub(super) fn write_bytes(out: &mut Vec<u8>, b: &[u8]) {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    /// Damages `bytes` for the readers' tests: truncated, a bit flipped, or a byte appended.
+    pub(crate) fn damage(rng: &mut rand::rngs::StdRng, bytes: &[u8]) -> Vec<u8> {
+        use rand::Rng;
+        let mut damaged = bytes.to_vec();
+        match rng.gen_range(0..3) {
+            0 => damaged.truncate(rng.gen_range(0..bytes.len().max(1))),
+            1 if !damaged.is_empty() => {
+                let i = rng.gen_range(0..damaged.len());
+                damaged[i] ^= 1 << rng.gen_range(0..8);
+            }
+            _ => damaged.push(rng.gen()),
+        }
+        damaged
+    }
+
     use std::collections::HashMap;
 
     use apache_avro::schema::{Name, RecordSchema};
