@@ -4,6 +4,7 @@
 //! synchronously on the main thread; `run` builds a tokio runtime for the operator endpoints and
 //! signal handling and runs the exactly-once loop on a dedicated thread.
 
+mod alloc;
 mod cmd;
 mod processors;
 mod progress;

@@ -1,6 +1,7 @@
 //! The instance's transactional producer: creation (fencing its predecessor), sending one record
 //! into the open transaction, and noticing records the broker refuses for what they are.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,34 +60,47 @@ impl Rejections {
 /// the polling thread for the reports and sleeps 100 ms whenever it loses (issue 8).
 #[derive(Debug, Default)]
 pub(super) struct Deliveries {
-    /// (records accepted by `send`, delivery reports received).
-    counts: Mutex<(u64, u64)>,
+    /// Records accepted by `send` (counted on the engine thread).
+    sent: AtomicU64,
+    /// Delivery reports received (counted on the producer's polling thread).
+    reported: AtomicU64,
+    /// Held by the waiter while it checks the counts, and by a reporter that wakes it, so that
+    /// no wake-up falls between the check and the wait. The counts themselves are atomics: two
+    /// records per input cross between the threads, and a mutex taken for each one made both
+    /// threads queue on it (futex wake-ups on the engine thread's profile).
+    wake: Mutex<()>,
     all_reported: Condvar,
 }
 
 impl Deliveries {
     /// Counts one record librdkafka accepted.
     pub(super) fn sent(&self) {
-        lock(&self.counts).0 += 1;
+        self.sent.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Counts one delivery report; wakes the waiter when it was the last one outstanding, or
     /// when `wake` (a refused record: fail fast).
     fn reported(&self, wake: bool) {
-        let mut c = lock(&self.counts);
-        c.1 += 1;
-        if wake || c.1 >= c.0 {
+        let reported = self.reported.fetch_add(1, Ordering::SeqCst) + 1;
+        if wake || reported >= self.sent.load(Ordering::SeqCst) {
+            let _guard = lock(&self.wake);
             self.all_reported.notify_all();
         }
     }
 
+    /// Whether every record counted as sent has its report.
+    fn all_in(&self) -> bool {
+        self.reported.load(Ordering::SeqCst) >= self.sent.load(Ordering::SeqCst)
+    }
+
     /// Waits until every record sent so far has its delivery report, `stop()` holds (checked
     /// whenever a report wakes the waiter), or `deadline` passes. Returns true when every report
-    /// is in.
+    /// is in. Records are sent on the waiting thread only, so the target does not move while it
+    /// waits.
     pub(super) fn wait_all(&self, deadline: Instant, stop: impl Fn() -> bool) -> bool {
-        let mut c = lock(&self.counts);
+        let mut guard = lock(&self.wake);
         loop {
-            if c.1 >= c.0 {
+            if self.all_in() {
                 return true;
             }
             if stop() {
@@ -96,7 +110,7 @@ impl Deliveries {
             if now >= deadline {
                 return false;
             }
-            c = match self.all_reported.wait_timeout(c, deadline - now) {
+            guard = match self.all_reported.wait_timeout(guard, deadline - now) {
                 Ok((g, _)) => g,
                 Err(poisoned) => poisoned.into_inner().0,
             };
@@ -245,7 +259,7 @@ mod tests {
         };
         // Woken by the third report, long before the deadline.
         assert!(d.wait_all(Instant::now() + LONG, || false));
-        assert_eq!(*lock(&d.counts), (3, 3));
+        assert_eq!((d.sent.load(Ordering::SeqCst), d.reported.load(Ordering::SeqCst)), (3, 3));
         reporter.join().expect("reporter thread");
     }
 
