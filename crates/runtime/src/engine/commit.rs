@@ -2,6 +2,8 @@
 //!
 //! ```text
 //!  commit:  1 changed state keys ─► changelog[p]      (evalstream.txn, evalstream.progress)
+//!           ── handed to a commit thread (inflight.rs); the engine goes on with the next records,
+//!              whose transaction the producer begins once this one committed ──
 //!           2 markers view only: flush, everything of the transaction delivered
 //!           3 send_offsets_to_transaction(positions of every partition written, group metadata)
 //!             └─ a zombie of an older group generation fails here, before any marker exists
@@ -10,20 +12,22 @@
 //!             commit_transaction ── retriable failures exhausted ─► outcome unknown
 //!  failure: abort (records in flight drained first) or, when the producer is unusable or the
 //!           outcome unknown, a new producer (init_transactions settles what is pending);
-//!           then every partition is restored from the log, exactly as on assignment
+//!           then every partition is restored from the log, exactly as on assignment, and the
+//!           records of the transaction that filled meanwhile are read again
 //! ```
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::Producer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use super::failpoint::Point;
+use super::inflight::{InFlight, Marker, Tail};
 use super::producer::new_producer;
 use super::routing::text;
 use super::{Core, EngineConsumer, OpenTxn, Poison, Recovery, TxnCounts};
@@ -73,10 +77,15 @@ pub(super) fn retry_txn_call(
 }
 
 impl<P: Processor> Core<P> {
-    /// Opens a transaction unless one is open.
+    /// Opens a transaction unless one is open. While the previous transaction is still
+    /// committing, the producer cannot begin another: the new one starts as not begun and its
+    /// records are deferred until that commit succeeded ([`Core::begin_deferred`]).
     pub(super) fn begin_if_needed(&mut self) -> Result<(), RuntimeError> {
         if self.txn.is_none() {
-            retry_txn_call("begin_transaction", || self.producer.begin_transaction())?;
+            let begun = self.inflight.is_none();
+            if begun {
+                retry_txn_call("begin_transaction", || self.producer.begin_transaction())?;
+            }
             self.txn_seq += 1;
             self.txn = Some(OpenTxn {
                 id: format!("{}-{:08x}-{}", self.cfg.instance_id, self.nonce, self.txn_seq),
@@ -87,6 +96,8 @@ impl<P: Processor> Core<P> {
                 isolated: None,
                 dead_lettered_poison: Vec::new(),
                 counts: TxnCounts::default(),
+                begun,
+                deferred: Vec::new(),
             });
         }
         Ok(())
@@ -103,10 +114,26 @@ impl<P: Processor> Core<P> {
         .header_value()
     }
 
-    /// Commits the open transaction (see the module doc).
+    /// Commits the open transaction and waits for the outcome (a revoke, a shutdown, a switch
+    /// to read-only, an input to be processed alone): the transaction in flight first, then
+    /// the open one.
     pub(super) fn commit(&mut self, consumer: &EngineConsumer<P>) -> Result<(), RuntimeError> {
+        self.settle()?;
+        self.commit_pipelined(consumer)?;
+        self.settle()
+    }
+
+    /// Commits the open transaction without waiting for the outcome: after step 1 of the
+    /// module doc the rest runs on a commit thread ([`InFlight`]) while the engine processes
+    /// the next records. A transaction still in flight is settled first: one commit at a time.
+    ///
+    /// [`InFlight`]: super::inflight::InFlight
+    pub(super) fn commit_pipelined(
+        &mut self,
+        consumer: &EngineConsumer<P>,
+    ) -> Result<(), RuntimeError> {
+        self.settle()?;
         let Some(txn) = self.txn.as_ref() else { return Ok(()) };
-        let started = Instant::now();
         let txn_id = txn.id.clone();
         let touched: Vec<(String, i32)> = txn.touched.iter().cloned().collect();
         let mut partitions = txn.partitions.clone();
@@ -128,19 +155,7 @@ impl<P: Processor> Core<P> {
                 self.send(&changelog, Some(*p), Some(&k), value.as_deref(), h, None)?;
             }
         }
-        self.fail_at(Point::AfterOutputs);
-
-        // 2. On a broker that shows aborted records (`committed_view = "markers"`), everything
-        //    delivered before offsets and markers: a visible marker must prove that its
-        //    transaction's records are in the log. Apache Kafka shows a marker only once its
-        //    transaction committed, and commits only what was delivered, so there the one
-        //    flush before the commit (step 5) suffices and saves a round trip per commit.
-        let t_flush = Instant::now();
-        if self.cfg.committed_view == CommittedView::Markers {
-            self.deliver_all()?;
-        }
-        let mut flush_ms = t_flush.elapsed().as_millis() as u64;
-        self.fail_at(Point::AfterFlush);
+        self.faults.at(Point::AfterOutputs);
 
         // 3. Offsets: the position of every input topic of every partition written (not only
         //    the ones that moved), so that even a transaction of punctuation outputs alone goes
@@ -154,26 +169,20 @@ impl<P: Processor> Core<P> {
                     .map_err(|e| RuntimeError::kafka("offsets", e))?;
             }
         }
-        let t_offsets = Instant::now();
-        if self.fail_at(Point::OffsetsError) {
-            return Err(RuntimeError::kafka(
-                "send_offsets_to_transaction (injected fault)",
-                KafkaError::Global(RDKafkaErrorCode::IllegalGeneration),
-            ));
-        }
-        if offsets.count() > 0 {
-            let group = consumer
-                .group_metadata()
-                .ok_or_else(|| RuntimeError::Config("consumer has no group metadata".into()))?;
-            retry_txn_call("send_offsets_to_transaction", || {
-                self.producer.send_offsets_to_transaction(&offsets, &group, TXN_TIMEOUT)
-            })?;
-        }
-        let offsets_ms = t_offsets.elapsed().as_millis() as u64;
-        self.fail_at(Point::AfterOffsets);
+        let group = if offsets.count() > 0 {
+            Some(
+                consumer
+                    .group_metadata()
+                    .ok_or_else(|| RuntimeError::Config("consumer has no group metadata".into()))?,
+            )
+        } else {
+            None
+        };
 
         // 4. One marker per partition written, covering all its input topics: atomic on any
-        //    broker, and the latest marker alone says where the partition resumes.
+        //    broker, and the latest marker alone says where the partition resumes. Encoded
+        //    here, produced by the commit thread after the offsets.
+        let mut markers = Vec::with_capacity(partitions.len());
         for p in &partitions {
             let marker = ProgressMarker {
                 partition: *p,
@@ -196,80 +205,29 @@ impl<P: Processor> Core<P> {
             let h = OwnedHeaders::new()
                 .insert(text(headers::TXN, &txn_id))
                 .insert(text(headers::PROGRESS, &self.progress_ref(*p)));
-            let key = state::marker_changelog_key();
-            self.send(&changelog, Some(*p), Some(&key), Some(&bytes), h, None)?;
+            markers.push(Marker { partition: *p, bytes, headers: h });
         }
-        self.fail_at(Point::AfterMarkers);
 
-        // 5. Commit, once everything (markers included) is delivered: a refused record fails
-        //    the transaction here, and rust-rdkafka's `commit_transaction`, which flushes first
-        //    with a poll that sleeps 100 ms while anything is in flight, finds nothing left.
-        //    Retriable failures that outlast the retries leave the outcome unknown.
-        let t_final = Instant::now();
-        self.deliver_all()?;
-        flush_ms += t_final.elapsed().as_millis() as u64;
-        let t_commit = Instant::now();
-        if self.fail_at(Point::CommitError) {
-            return Err(RuntimeError::kafka(
-                "commit_transaction (injected fault)",
-                KafkaError::Global(RDKafkaErrorCode::OutOfOrderSequenceNumber),
-            ));
-        }
-        let unknown = self.fail_at(Point::CommitUnknown);
-        let mut committed_silently = false;
-        let result = retry_txn_call("commit_transaction", || {
-            if !unknown {
-                return self.producer.commit_transaction(TXN_TIMEOUT);
-            }
-            // Injected: the commit happens, but every answer the engine gets is a timeout.
-            if !committed_silently {
-                committed_silently = true;
-                self.producer.commit_transaction(TXN_TIMEOUT)?;
-            }
-            Err(KafkaError::Global(RDKafkaErrorCode::RequestTimedOut))
-        });
-        match result {
-            Ok(()) => {}
-            Err(RuntimeError::Kafka { source, .. })
-                if classify_kafka(&source) == Disposition::Backoff =>
-            {
-                return Err(RuntimeError::CommitOutcomeUnknown { source });
-            }
-            Err(e) => return Err(e),
-        }
-        let commit_ms = t_commit.elapsed().as_millis() as u64;
-
-        let Some(txn) = self.txn.take() else { return Ok(()) };
+        // The records of the next transaction name the marker after these.
         for p in &partitions {
             *self.commit_seq.entry(*p).or_default() += 1;
         }
-        for tp in &touched {
-            if let Some(pos) = self.positions.get(tp) {
-                self.committed.insert(tp.clone(), *pos);
-            }
-        }
-        if let Some(input) = &txn.isolated {
-            // Committed alone without a refusal: it was not the poison.
-            self.suspects.remove(input);
-        }
-        for input in &txn.dead_lettered_poison {
-            self.poisoned.remove(input);
-        }
-        self.publish_counts(&txn.counts);
-        self.metrics.txn_committed(started.elapsed());
-        self.health.set_kafka(true, "transaction committed");
-        self.backoff = Duration::ZERO;
-        self.rebuilds_since_commit = 0;
-        debug!(
-            txn = %txn_id,
-            records = txn.records,
-            open_ms = txn.started.elapsed().as_millis() as u64,
-            flush_ms,
-            offsets_ms,
-            commit_ms,
-            "committed"
-        );
-        self.fail_at(Point::AfterCommit);
+        let committing: Vec<((String, i32), super::Position)> = touched
+            .iter()
+            .filter_map(|tp| self.positions.get(tp).map(|pos| (tp.clone(), *pos)))
+            .collect();
+        let Some(txn) = self.txn.take() else { return Ok(()) };
+        let tail = Tail {
+            producer: self.producer.clone(),
+            rejections: self.rejections.clone(),
+            faults: self.faults.clone(),
+            markers_view: self.cfg.committed_view == CommittedView::Markers,
+            changelog,
+            offsets,
+            group,
+            markers,
+        };
+        self.inflight = Some(InFlight::start(txn, committing, tail)?);
         Ok(())
     }
 
@@ -291,7 +249,7 @@ impl<P: Processor> Core<P> {
         out
     }
 
-    fn publish_counts(&self, counts: &TxnCounts) {
+    pub(super) fn publish_counts(&self, counts: &TxnCounts) {
         for (topic, n) in &counts.inputs {
             self.metrics.records_in_n(topic, *n);
         }
@@ -310,66 +268,20 @@ impl<P: Processor> Core<P> {
         }
     }
 
-    /// Passes fail point `point`: crashes there if a rule says so, returns true if this call must
-    /// fail (and counts the injected fault).
-    fn fail_at(&mut self, point: Point) -> bool {
-        let fail = self.fail_points.reach(point);
-        if fail {
-            self.metrics.fault_injected(point.as_str());
-        }
-        fail
-    }
-
-    /// The flush of a commit, where `flush_error` is injected.
-    fn deliver_all(&mut self) -> Result<(), RuntimeError> {
-        if self.fail_at(Point::FlushError) {
-            return Err(RuntimeError::kafka(
-                "flush (injected fault)",
-                KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut),
-            ));
-        }
-        self.flush()
-    }
-
-    /// Waits until every produced record is acknowledged, failing fast when the broker refused
-    /// one for what it is. It waits on the delivery reports themselves ([`Deliveries`]), which
-    /// wake it the moment the last one arrives: rust-rdkafka's `flush` on a `ThreadedProducer`
-    /// sleeps in 100 ms steps instead (its poll competes with the polling thread).
-    ///
-    /// [`Deliveries`]: super::producer::Deliveries
-    fn flush(&self) -> Result<(), RuntimeError> {
-        let deadline = Instant::now() + TXN_TIMEOUT;
-        let deliveries = &self.producer.context().deliveries;
-        let all = deliveries.wait_all(deadline, || self.rejections.first().is_some());
-        if let Some(r) = self.rejections.first() {
-            return Err(RuntimeError::OutputRejected {
-                topic: r.topic,
-                input: r.input,
-                message: r.message,
-                local: false,
-            });
-        }
-        // librdkafka frees a batch's records right after their reports: wait for that too, so
-        // that `commit_transaction`'s own flush finds nothing in flight and returns at once.
-        while all && self.producer.in_flight_count() > 0 && Instant::now() < deadline {
-            std::thread::yield_now();
-        }
-        if !all || self.producer.in_flight_count() > 0 {
-            return Err(RuntimeError::kafka(
-                "flush",
-                KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut),
-            ));
-        }
-        Ok(())
-    }
-
     /// Aborts the open transaction, if any. Returns false when the abort failed (the producer
     /// must then be rebuilt before the next transaction).
     pub(super) fn abort_txn(&mut self, reason: &str) -> bool {
-        if self.txn.take().is_none() {
+        if self.inflight.is_some() {
+            // Whatever the commit in flight answers, what is open afterwards is aborted: the
+            // failed transaction itself, or the one that filled meanwhile.
+            let _ = self.settle();
+        }
+        let Some(txn) = self.txn.take() else { return true };
+        self.metrics.txn_aborted(reason);
+        if !txn.begun {
+            // The producer never began it: its deferred records are simply dropped.
             return true;
         }
-        self.metrics.txn_aborted(reason);
         let deadline = Instant::now() + ABORT_DRAIN;
         while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
@@ -391,6 +303,20 @@ impl<P: Processor> Core<P> {
         consumer: &EngineConsumer<P>,
         err: RuntimeError,
     ) -> Option<RuntimeError> {
+        let mut err = err;
+        if self.inflight.is_some() {
+            // The commit in flight is settled first. If it failed too, its failure decides the
+            // recovery (a rebuilt producer, say), unless this one stops the processor anyway.
+            if let Err(commit_err) = self.settle() {
+                if !matches!(
+                    err.disposition(),
+                    Disposition::Stop | Disposition::DeadLetter | Disposition::Retry
+                ) {
+                    warn!(error = %err, "failure while the previous transaction was committing");
+                    err = commit_err;
+                }
+            }
+        }
         let disposition = err.disposition();
         warn!(error = %err, ?disposition, "transaction failed");
         if matches!(disposition, Disposition::Stop | Disposition::DeadLetter | Disposition::Retry) {
@@ -507,7 +433,7 @@ impl<P: Processor> Core<P> {
             }
             match new_producer(&self.cfg, &self.transactional_id, &self.rejections) {
                 Ok(p) => {
-                    self.producer = p;
+                    self.producer = std::sync::Arc::new(p);
                     self.nonce = rand::random();
                     self.rejections.take();
                     rec.rebuild_producer = false;

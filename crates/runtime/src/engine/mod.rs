@@ -18,7 +18,10 @@
 //! * **One dedicated thread.** librdkafka's transaction calls block, and the rebalance callback
 //!   runs inside `poll`. Owning consumer, producer and state on one named OS thread keeps blocking
 //!   calls off the async workers and lets the revoke callback commit the open transaction
-//!   synchronously, before any partition moves (eager assignment).
+//!   synchronously, before any partition moves (eager assignment). The one exception is the
+//!   blocking half of a commit, which a short-lived commit thread runs while the loop processes
+//!   the next transaction's records without producing them ([`inflight`]); the loop settles it
+//!   before anything else touches the producer.
 //! * **Memory equals what the log proves.** After an abort, or a commit whose outcome is unknown,
 //!   the engine does not undo in memory: it drops every partition's state and the processor's
 //!   memory and restores them from the changelog (and the processor's `on_assign`), the same path
@@ -34,12 +37,14 @@
 //!
 //! One file per concern: [`names`] (topic names), `process` (one record through the
 //! processor), `routing` (DLQ and retry records), `commit` (transactions, recovery), `rebalance`
-//! (assign/revoke), `restore` (changelog restore and start positions), `producer` (the
-//! transactional producer), `topics` (internal topic creation), `failpoint` (fault injection).
+//! (assign/revoke), `inflight` (the commit that runs while the next transaction fills), `restore`
+//! (changelog restore and start positions), `producer` (the transactional producer), `topics`
+//! (internal topic creation), `failpoint` (fault injection).
 
 mod commit;
 mod failpoint;
 mod gate;
+mod inflight;
 mod names;
 mod process;
 mod producer;
@@ -125,6 +130,12 @@ struct OpenTxn {
     /// Metrics of this transaction, published only when it commits, so that an aborted and
     /// re-read record is counted once: in = out + dead-lettered (+ retried) holds exactly.
     counts: TxnCounts,
+    /// Whether the producer has begun it. A transaction opened while the previous one is still
+    /// committing (see [`inflight`]) is not: its records wait in `deferred` until that commit
+    /// succeeded, then go out in order.
+    begun: bool,
+    /// Records of a transaction not begun yet, in the order they were produced.
+    deferred: Vec<producer::Deferred>,
 }
 
 /// Per-transaction counters (logical topic names).
@@ -166,13 +177,17 @@ struct Core<P: Processor> {
     codec: Codec,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    producer: ThreadedProducer<DeliveryContext>,
+    /// Shared with the commit thread of the transaction in flight (never used by both at once:
+    /// while a commit is in flight the engine defers its records).
+    producer: Arc<ThreadedProducer<DeliveryContext>>,
     /// Records the broker refused for what they are (filled by the delivery callback).
     rejections: Rejections,
     transactional_id: String,
     nonce: u32,
     txn_seq: u64,
     txn: Option<OpenTxn>,
+    /// The previous transaction, committing on its own thread while `txn` fills.
+    inflight: Option<inflight::InFlight>,
     /// Reads changelogs and the processors' own outputs to their committed end.
     reader: CommittedReader,
     /// Every assigned topic-partition.
@@ -200,7 +215,7 @@ struct Core<P: Processor> {
     /// Producers created since the last commit: a bound on fencing ping-pong.
     rebuilds_since_commit: u32,
     fatal: Option<RuntimeError>,
-    fail_points: FailPoints,
+    faults: producer::Faults,
     /// Current backoff after dependency failures; reset by a successful commit.
     backoff: Duration,
     last_punctuate: Instant,
@@ -223,6 +238,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 type EngineConsumer<P> = BaseConsumer<EngineContext<P>>;
+
+/// Longest poll while a commit is in flight: its answer is taken up within this long.
+const INFLIGHT_CHECK: Duration = Duration::from_millis(5);
 
 /// Runs `processor` until `opts.shutdown` is set or a stop-class error occurs. Blocking: call it
 /// on a dedicated thread (see [`spawn`]).
@@ -250,14 +268,15 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
         cfg: cfg.clone(),
         names: names.clone(),
         codec: opts.codec,
-        metrics: opts.metrics,
+        metrics: opts.metrics.clone(),
         health: opts.health.clone(),
-        producer,
+        producer: Arc::new(producer),
         rejections,
         transactional_id,
         nonce: rand::random(),
         txn_seq: 0,
         txn: None,
+        inflight: None,
         reader,
         assigned: BTreeSet::new(),
         states: HashMap::new(),
@@ -272,7 +291,7 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
         gate,
         rebuilds_since_commit: 0,
         fatal: None,
-        fail_points: opts.fail_points,
+        faults: producer::Faults::new(opts.fail_points, opts.metrics.clone()),
         backoff: Duration::ZERO,
         last_punctuate: Instant::now(),
         last_lag_report: None,
@@ -296,7 +315,7 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
         if opts.shutdown.load(Ordering::SeqCst) {
             info!("shutdown requested: committing and leaving the group");
             let mut c = lock(&core);
-            if c.txn.is_some() && c.recovery.is_none() {
+            if (c.txn.is_some() || c.inflight.is_some()) && c.recovery.is_none() {
                 if let Err(e) = c.commit(&consumer) {
                     warn!(error = %e, "final commit failed; aborting");
                     c.abort_txn("shutdown");
@@ -308,6 +327,14 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
             let mut c = lock(&core);
             if let Some(e) = c.fatal.take() {
                 break Err(e);
+            }
+            // The commit in flight answered: account for it, and begin the transaction that
+            // filled meanwhile.
+            if let Err(e) = c.settle_if_done() {
+                if let Some(e) = c.recover(&consumer, e) {
+                    break Err(e);
+                }
+                continue;
             }
             if c.recovery.is_some() {
                 match c.continue_recovery(&consumer) {
@@ -330,9 +357,15 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
             }
             c.resume_due(&consumer);
             c.report_held_lag();
-            match &c.txn {
+            let wait = match &c.txn {
                 Some(t) => interval.saturating_sub(t.started.elapsed()),
                 None => interval,
+            };
+            // A commit in flight is looked after soon even when no record arrives.
+            if c.inflight.is_some() {
+                wait.min(INFLIGHT_CHECK)
+            } else {
+                wait
             }
         };
         let polled = consumer.poll(wait.max(Duration::from_millis(1)));
@@ -378,7 +411,8 @@ pub fn run<P: Processor>(processor: P, opts: EngineOptions) -> Result<(), Runtim
                 || t.records >= c.cfg.commit_max_records
         });
         if due {
-            if let Err(e) = c.commit(&consumer) {
+            // Handed to a commit thread; the next records fill the next transaction meanwhile.
+            if let Err(e) = c.commit_pipelined(&consumer) {
                 if let Some(e) = c.recover(&consumer, e) {
                     break Err(e);
                 }
@@ -418,7 +452,7 @@ impl<P: Processor> Core<P> {
         }
         let read_only = want.mode == crate::config::Mode::ReadOnly;
         if read_only && !self.held {
-            if self.txn.is_some() {
+            if self.txn.is_some() || self.inflight.is_some() {
                 self.commit(consumer)?;
             }
             let tpl = self.assigned_tpl();

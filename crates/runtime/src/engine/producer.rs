@@ -12,11 +12,13 @@ use rdkafka::ClientContext;
 use tracing::{debug, warn};
 
 use super::commit::{retry_txn_call, TXN_TIMEOUT};
+use super::failpoint::{FailPoints, Point};
 use super::{lock, Core};
 use crate::config::RuntimeConfig;
 use crate::error::{is_record_specific, RuntimeError};
 use crate::headers;
 use crate::kafka;
+use crate::metrics::Metrics;
 use crate::processor::Processor;
 
 /// A record the broker refused for what it is (its size, its format), from a delivery report.
@@ -188,13 +190,131 @@ pub(super) fn new_producer(
     Ok(producer)
 }
 
+/// Fault injection and its metric, shared by the engine thread and the commit thread.
+#[derive(Clone)]
+pub(super) struct Faults {
+    points: Arc<Mutex<FailPoints>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Faults {
+    pub(super) fn new(points: FailPoints, metrics: Arc<Metrics>) -> Self {
+        Faults { points: Arc::new(Mutex::new(points)), metrics }
+    }
+
+    /// Passes fail point `point`: crashes there if a rule says so, returns true if this call
+    /// must fail (and counts the injected fault).
+    pub(super) fn at(&self, point: Point) -> bool {
+        let fail = lock(&self.points).reach(point);
+        if fail {
+            self.metrics.fault_injected(point.as_str());
+        }
+        fail
+    }
+}
+
+/// A record of a transaction the producer has not begun yet (see `OpenTxn::deferred`).
+#[derive(Debug)]
+pub(super) struct Deferred {
+    topic: String,
+    partition: Option<i32>,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: OwnedHeaders,
+    input: Option<String>,
+}
+
+/// Produces one record into the producer's open transaction, waiting while the local queue is
+/// full. `input` is the `evalstream.source` of the input the record derives from (`None` for
+/// changelog records and markers): a record the local producer refuses for what it is becomes
+/// [`RuntimeError::OutputRejected`] naming it.
+pub(super) fn produce(
+    producer: &ThreadedProducer<DeliveryContext>,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    hdrs: OwnedHeaders,
+    input: Option<&str>,
+) -> Result<(), RuntimeError> {
+    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(hdrs);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    if let Some(p) = partition {
+        record = record.partition(p);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => {
+                producer.context().deliveries.sent();
+                return Ok(());
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) if is_record_specific(&e) => {
+                return Err(RuntimeError::OutputRejected {
+                    topic: topic.to_string(),
+                    input: input.map(str::to_string),
+                    message: e.to_string(),
+                    local: true,
+                })
+            }
+            Err((e, _)) => return Err(RuntimeError::kafka("produce", e)),
+        }
+    }
+}
+
+/// Waits until every produced record is acknowledged, failing fast when the broker refused one
+/// for what it is. It waits on the delivery reports themselves ([`Deliveries`]), which wake it
+/// the moment the last one arrives: rust-rdkafka's `flush` on a `ThreadedProducer` sleeps in
+/// 100 ms steps instead (its poll competes with the polling thread). `flush_error` is injected
+/// here.
+pub(super) fn deliver_all(
+    producer: &ThreadedProducer<DeliveryContext>,
+    rejections: &Rejections,
+    faults: &Faults,
+) -> Result<(), RuntimeError> {
+    if faults.at(Point::FlushError) {
+        return Err(RuntimeError::kafka(
+            "flush (injected fault)",
+            KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut),
+        ));
+    }
+    let deadline = Instant::now() + TXN_TIMEOUT;
+    let all = producer.context().deliveries.wait_all(deadline, || rejections.first().is_some());
+    if let Some(r) = rejections.first() {
+        return Err(RuntimeError::OutputRejected {
+            topic: r.topic,
+            input: r.input,
+            message: r.message,
+            local: false,
+        });
+    }
+    // librdkafka frees a batch's records right after their reports: wait for that too, so that
+    // `commit_transaction`'s own flush finds nothing in flight and returns at once.
+    while all && producer.in_flight_count() > 0 && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    if !all || producer.in_flight_count() > 0 {
+        return Err(RuntimeError::kafka(
+            "flush",
+            KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut),
+        ));
+    }
+    Ok(())
+}
+
 impl<P: Processor> Core<P> {
-    /// Produces one record in the open transaction, waiting while the local queue is full.
-    /// `input` is the `evalstream.source` of the input the record derives from (`None` for
-    /// changelog records): a record the local producer refuses for what it is becomes
-    /// [`RuntimeError::OutputRejected`] naming it.
+    /// Produces one record in the open transaction ([`produce`]); while that transaction is not
+    /// begun yet (the previous one is still committing), keeps it for [`Core::begin_deferred`].
     pub(super) fn send(
-        &self,
+        &mut self,
         topic: &str,
         partition: Option<i32>,
         key: Option<&[u8]>,
@@ -202,37 +322,38 @@ impl<P: Processor> Core<P> {
         hdrs: OwnedHeaders,
         input: Option<&str>,
     ) -> Result<(), RuntimeError> {
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(hdrs);
-        if let Some(k) = key {
-            record = record.key(k);
+        if let Some(t) = self.txn.as_mut().filter(|t| !t.begun) {
+            t.deferred.push(Deferred {
+                topic: topic.to_string(),
+                partition,
+                key: key.map(<[u8]>::to_vec),
+                value: value.map(<[u8]>::to_vec),
+                headers: hdrs,
+                input: input.map(str::to_string),
+            });
+            return Ok(());
         }
-        if let Some(v) = value {
-            record = record.payload(v);
+        produce(&self.producer, topic, partition, key, value, hdrs, input)
+    }
+
+    /// Begins the open transaction if the producer has not yet, and produces the records it
+    /// deferred, in order.
+    pub(super) fn begin_deferred(&mut self) -> Result<(), RuntimeError> {
+        let Some(t) = self.txn.as_mut().filter(|t| !t.begun) else { return Ok(()) };
+        retry_txn_call("begin_transaction", || self.producer.begin_transaction())?;
+        t.begun = true;
+        for d in std::mem::take(&mut t.deferred) {
+            produce(
+                &self.producer,
+                &d.topic,
+                d.partition,
+                d.key.as_deref(),
+                d.value.as_deref(),
+                d.headers,
+                d.input.as_deref(),
+            )?;
         }
-        if let Some(p) = partition {
-            record = record.partition(p);
-        }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => {
-                    self.producer.context().deliveries.sent();
-                    return Ok(());
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) if is_record_specific(&e) => {
-                    return Err(RuntimeError::OutputRejected {
-                        topic: topic.to_string(),
-                        input: input.map(str::to_string),
-                        message: e.to_string(),
-                        local: true,
-                    })
-                }
-                Err((e, _)) => return Err(RuntimeError::kafka("produce", e)),
-            }
-        }
+        Ok(())
     }
 }
 

@@ -77,7 +77,7 @@ impl<P: Processor> ConsumerContext for EngineContext<P> {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let lost = consumer.assignment_lost();
                 core.metrics.rebalance(if lost { "lost" } else { "revoke" });
-                if core.txn.is_some() {
+                if core.txn.is_some() || core.inflight.is_some() {
                     // Finish the open transaction before the partitions move: the next owner
                     // then resumes exactly after what we committed. A lost assignment means we
                     // were fenced already; aborting is the only safe option. A failed commit
