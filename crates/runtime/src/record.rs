@@ -139,27 +139,50 @@ fn bundled() -> Result<SchemaStore, RecordError> {
 /// fingerprint, when the direct serializer takes it (`codec/ser.rs`: no `Value` tree); `None`
 /// when it declines (an unusual shape or a mismatch), and the value path must be used.
 pub(crate) fn write_bundled<T: Record>(value: &T) -> Option<(u64, Vec<u8>)> {
-    let stored = bundled_current(T::SCHEMA)?;
-    let mut body = Vec::with_capacity(128);
+    let seen = bundled_current(T::SCHEMA);
+    let stored = seen.stored?;
+    // Sized like the previous record of this schema: a 1 KiB body grown from a small guess was
+    // reallocated and copied four times.
+    let mut body = Vec::with_capacity(seen.last_len.max(128));
     crate::codec::write_serialized(stored, value, &mut body).ok()?;
+    remember_len(T::SCHEMA, body.len());
     Some((stored.fingerprint(), body))
 }
 
-/// The bundled current version of `name`, remembered per thread: a processor writes the same
-/// few schemas for every record, and the lookup by name (hashing the name) cost ~900
-/// instructions per output.
-fn bundled_current(name: &'static str) -> Option<&'static crate::codec::StoredSchema> {
-    thread_local! {
-        static SEEN: std::cell::RefCell<Vec<(&'static str, Option<&'static crate::codec::StoredSchema>)>> =
-            const { std::cell::RefCell::new(Vec::new()) };
-    }
+/// What this thread knows of a bundled schema name.
+#[derive(Clone, Copy)]
+struct Seen {
+    /// The bundled current version (`None`: not bundled).
+    stored: Option<&'static crate::codec::StoredSchema>,
+    /// Body length of the last record written with it.
+    last_len: usize,
+}
+
+thread_local! {
+    /// Per name, remembered per thread: a processor writes the same few schemas for every
+    /// record, and the lookup by name (hashing the name) cost ~900 instructions per output.
+    static SEEN: std::cell::RefCell<Vec<(&'static str, Seen)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The bundled current version of `name` and the last body length written with it.
+fn bundled_current(name: &'static str) -> Seen {
     SEEN.with(|seen| {
-        if let Some((_, stored)) = seen.borrow().iter().find(|(n, _)| *n == name) {
-            return *stored;
+        if let Some((_, s)) = seen.borrow().iter().find(|(n, _)| *n == name) {
+            return *s;
         }
         let stored = SchemaStore::bundled_ref().ok().and_then(|store| store.current(name));
-        seen.borrow_mut().push((name, stored));
-        stored
+        let s = Seen { stored, last_len: 0 };
+        seen.borrow_mut().push((name, s));
+        s
+    })
+}
+
+fn remember_len(name: &'static str, len: usize) {
+    SEEN.with(|seen| {
+        if let Some((_, s)) = seen.borrow_mut().iter_mut().find(|(n, _)| *n == name) {
+            s.last_len = len;
+        }
     })
 }
 

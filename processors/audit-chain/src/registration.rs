@@ -51,7 +51,7 @@ fn build(setup: &Setup<'_>) -> Result<Box<dyn Processor>, BuildError> {
         )
         .set(i64::from(choice.emergency));
     let chain = AuditChain::new(settings, Some(choice.signer), Some(hook));
-    Ok(Box::new(PendingSignatures::new(chain, OUTPUT, setup.metrics)))
+    Ok(Box::new(PendingSignatures::new(chain, setup.metrics)))
 }
 
 /// How often `/ready`'s signer check asks the signer whether it could sign (KMS: DescribeKey and

@@ -188,7 +188,7 @@ impl Codec {
         // Fast path: conform and write in one pass (see `direct`). It declines anything unusual
         // and every mismatch; the two-step path below then gives the same bytes or the error
         // that names the field path.
-        let mut out = self.header(topic, stored)?;
+        let mut out = self.header(topic, stored, 128)?;
         if direct::write_conformed(stored.schema(), &stored.names, value, &mut out).is_ok() {
             return Ok(out);
         }
@@ -198,9 +198,15 @@ impl Codec {
     }
 
     /// A buffer holding the framing header of `stored` for `topic` (registry id or
-    /// fingerprint), with room for a typical record after it.
-    fn header(&self, topic: &str, stored: &StoredSchema) -> Result<Vec<u8>, CodecError> {
-        let mut out = Vec::with_capacity(SINGLE_OBJECT_HEADER_LEN + 128);
+    /// fingerprint), with room for a body of `room` bytes after it (a written body's exact
+    /// length: growing a 1 KiB record's buffer from a guess copied it four times).
+    fn header(
+        &self,
+        topic: &str,
+        stored: &StoredSchema,
+        room: usize,
+    ) -> Result<Vec<u8>, CodecError> {
+        let mut out = Vec::with_capacity(SINGLE_OBJECT_HEADER_LEN + room);
         match &self.inner.registry {
             None => out.extend_from_slice(&single_object_header(stored.fingerprint())),
             Some(registry) => {
@@ -243,7 +249,7 @@ impl Codec {
         if stored.fingerprint() != fingerprint {
             return None;
         }
-        Some(self.header(topic, stored).map(|mut out| {
+        Some(self.header(topic, stored, body.len()).map(|mut out| {
             out.extend_from_slice(body);
             out
         }))

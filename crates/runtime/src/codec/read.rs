@@ -67,7 +67,7 @@ impl Reader<'_, '_> {
             }
             Schema::String => {
                 let n = self.len()?;
-                let text = std::str::from_utf8(self.take(n)?).map_err(|_| NotDirect)?;
+                let text = super::de::utf8_str(self.take(n)?).map_err(|_| NotDirect)?;
                 Value::String(text.to_string())
             }
             Schema::Fixed(f) => Value::Fixed(f.size, self.take(f.size)?.to_vec()),

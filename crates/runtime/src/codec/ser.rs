@@ -196,7 +196,7 @@ impl<'s> Ser<'s, '_> {
             (Schema::Bytes, Scalar::Bytes(b)) => write_bytes(out, b),
             (Schema::Bytes | Schema::String, Scalar::String(s)) => write_bytes(out, s.as_bytes()),
             (Schema::String, Scalar::Bytes(b)) => {
-                std::str::from_utf8(b).map_err(|_| Decline)?;
+                super::de::utf8_str(b).map_err(|_| Decline)?;
                 write_bytes(out, b)
             }
             (Schema::Fixed(f), Scalar::Fixed(b) | Scalar::Bytes(b)) if b.len() == f.size => {

@@ -28,7 +28,7 @@ use tracing::{error, info, warn};
 
 use super::failpoint::Point;
 use super::inflight::{InFlight, Marker, Tail};
-use super::producer::new_producer;
+use super::producer::{new_producer, Outgoing};
 use super::routing::text;
 use super::{Core, EngineConsumer, OpenTxn, Poison, Recovery, TxnCounts};
 use crate::config::CommittedView;
@@ -118,7 +118,6 @@ impl<P: Processor> Core<P> {
     /// to read-only, an input to be processed alone): the transaction in flight first, then
     /// the open one.
     pub(super) fn commit(&mut self, consumer: &EngineConsumer<P>) -> Result<(), RuntimeError> {
-        self.settle()?;
         self.commit_pipelined(consumer)?;
         self.settle()
     }
@@ -152,7 +151,7 @@ impl<P: Processor> Core<P> {
                 let h = OwnedHeaders::new()
                     .insert(text(headers::TXN, &txn_id))
                     .insert(text(headers::PROGRESS, &progress));
-                self.send(&changelog, Some(*p), Some(&k), value.as_deref(), h, None)?;
+                self.send(Outgoing::to(&changelog, Some(*p), h).key(Some(k)).value(value))?;
             }
         }
         self.faults.at(Point::AfterOutputs);

@@ -38,7 +38,7 @@ use tracing::debug;
 
 use super::commit::{retry_txn_call, TXN_TIMEOUT};
 use super::failpoint::Point;
-use super::producer::{deliver_all, produce, DeliveryContext, Faults, Rejections};
+use super::producer::{deliver_all, produce, DeliveryContext, Faults, Outgoing, Rejections};
 use super::{Core, OpenTxn, Position};
 use crate::error::{classify_kafka, Disposition, RuntimeError};
 use crate::processor::Processor;
@@ -132,15 +132,8 @@ impl Tail {
 
         let key = state::marker_changelog_key();
         for m in self.markers {
-            produce(
-                &self.producer,
-                &self.changelog,
-                Some(m.partition),
-                Some(&key),
-                Some(&m.bytes),
-                m.headers,
-                None,
-            )?;
+            let marker = Outgoing::to(&self.changelog, Some(m.partition), m.headers);
+            produce(&self.producer, marker.key(Some(&key)).value(Some(m.bytes)))?;
         }
         self.faults.at(Point::AfterMarkers);
 

@@ -8,6 +8,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::{debug, error, warn};
 
 use super::gate::Verdict;
+use super::producer::Outgoing;
 use super::routing::{now_ms, output_headers, retry_info};
 use super::{Core, EngineConsumer, Position};
 use crate::error::{Disposition, ErrorClass, RuntimeError};
@@ -335,8 +336,11 @@ impl<P: Processor> Core<P> {
         for (index, (out, (physical, bytes))) in outputs.iter().zip(encoded).enumerate() {
             let txn_id = self.txn.as_ref().map(|t| t.id.as_str()).unwrap_or_default();
             let hdrs = output_headers(out, source, txn_id, &progress, index);
-            let key = out.key.as_deref();
-            self.send(&physical, out.partition, key, Some(&bytes), hdrs, Some(source))?;
+            let record = Outgoing::to(physical, out.partition, hdrs)
+                .key(out.key.as_deref())
+                .value(Some(bytes))
+                .input(source);
+            self.send(record)?;
             if let Some(t) = self.txn.as_mut() {
                 count(&mut t.counts.outputs, &out.topic);
             }

@@ -1,6 +1,7 @@
 //! The instance's transactional producer: creation (fencing its predecessor), sending one record
 //! into the open transaction, and noticing records the broker refuses for what they are.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -213,35 +214,76 @@ impl Faults {
     }
 }
 
-/// A record of a transaction the producer has not begun yet (see `OpenTxn::deferred`).
+/// One record for the producer: [`Core::send`] produces it now or, while its transaction is
+/// not begun, keeps it ([`Deferred`]); [`produce`] sends it. Key and value are borrowed or
+/// owned: an owned value (an encoded output, a changelog value) is moved into a deferred
+/// record, not copied.
 #[derive(Debug)]
-pub(super) struct Deferred {
-    topic: String,
-    partition: Option<i32>,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: OwnedHeaders,
-    input: Option<String>,
+pub(super) struct Outgoing<'a> {
+    pub(super) topic: Cow<'a, str>,
+    pub(super) partition: Option<i32>,
+    pub(super) key: Option<Cow<'a, [u8]>>,
+    pub(super) value: Option<Cow<'a, [u8]>>,
+    pub(super) headers: OwnedHeaders,
+    /// The `evalstream.source` of the input the record derives from (`None` for changelog
+    /// records and markers): a record the local producer refuses for what it is becomes
+    /// [`RuntimeError::OutputRejected`] naming it.
+    pub(super) input: Option<Cow<'a, str>>,
 }
 
+impl<'a> Outgoing<'a> {
+    /// A record to `partition` (or the partitioner's choice) of `topic`, without key or value.
+    pub(super) fn to(
+        topic: impl Into<Cow<'a, str>>,
+        partition: Option<i32>,
+        headers: OwnedHeaders,
+    ) -> Self {
+        Outgoing { topic: topic.into(), partition, key: None, value: None, headers, input: None }
+    }
+
+    pub(super) fn key(mut self, key: Option<impl Into<Cow<'a, [u8]>>>) -> Self {
+        self.key = key.map(Into::into);
+        self
+    }
+
+    pub(super) fn value(mut self, value: Option<impl Into<Cow<'a, [u8]>>>) -> Self {
+        self.value = value.map(Into::into);
+        self
+    }
+
+    pub(super) fn input(mut self, input: &'a str) -> Self {
+        self.input = Some(Cow::Borrowed(input));
+        self
+    }
+
+    fn into_owned(self) -> Deferred {
+        Outgoing {
+            topic: Cow::Owned(self.topic.into_owned()),
+            partition: self.partition,
+            key: self.key.map(|k| Cow::Owned(k.into_owned())),
+            value: self.value.map(|v| Cow::Owned(v.into_owned())),
+            headers: self.headers,
+            input: self.input.map(|i| Cow::Owned(i.into_owned())),
+        }
+    }
+}
+
+/// A record of a transaction the producer has not begun yet (see `OpenTxn::deferred`).
+pub(super) type Deferred = Outgoing<'static>;
+
 /// Produces one record into the producer's open transaction, waiting while the local queue is
-/// full. `input` is the `evalstream.source` of the input the record derives from (`None` for
-/// changelog records and markers): a record the local producer refuses for what it is becomes
-/// [`RuntimeError::OutputRejected`] naming it.
+/// full.
 pub(super) fn produce(
     producer: &ThreadedProducer<DeliveryContext>,
-    topic: &str,
-    partition: Option<i32>,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-    hdrs: OwnedHeaders,
-    input: Option<&str>,
+    out: Outgoing<'_>,
 ) -> Result<(), RuntimeError> {
-    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(hdrs);
-    if let Some(k) = key {
+    let Outgoing { topic, partition, key, value, headers, input } = out;
+    let topic: &str = &topic;
+    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(headers);
+    if let Some(k) = key.as_deref() {
         record = record.key(k);
     }
-    if let Some(v) = value {
+    if let Some(v) = value.as_deref() {
         record = record.payload(v);
     }
     if let Some(p) = partition {
@@ -260,7 +302,7 @@ pub(super) fn produce(
             Err((e, _)) if is_record_specific(&e) => {
                 return Err(RuntimeError::OutputRejected {
                     topic: topic.to_string(),
-                    input: input.map(str::to_string),
+                    input: input.map(Cow::into_owned),
                     message: e.to_string(),
                     local: true,
                 })
@@ -313,27 +355,12 @@ pub(super) fn deliver_all(
 impl<P: Processor> Core<P> {
     /// Produces one record in the open transaction ([`produce`]); while that transaction is not
     /// begun yet (the previous one is still committing), keeps it for [`Core::begin_deferred`].
-    pub(super) fn send(
-        &mut self,
-        topic: &str,
-        partition: Option<i32>,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        hdrs: OwnedHeaders,
-        input: Option<&str>,
-    ) -> Result<(), RuntimeError> {
+    pub(super) fn send(&mut self, out: Outgoing<'_>) -> Result<(), RuntimeError> {
         if let Some(t) = self.txn.as_mut().filter(|t| !t.begun) {
-            t.deferred.push(Deferred {
-                topic: topic.to_string(),
-                partition,
-                key: key.map(<[u8]>::to_vec),
-                value: value.map(<[u8]>::to_vec),
-                headers: hdrs,
-                input: input.map(str::to_string),
-            });
+            t.deferred.push(out.into_owned());
             return Ok(());
         }
-        produce(&self.producer, topic, partition, key, value, hdrs, input)
+        produce(&self.producer, out)
     }
 
     /// Begins the open transaction if the producer has not yet, and produces the records it
@@ -343,15 +370,7 @@ impl<P: Processor> Core<P> {
         retry_txn_call("begin_transaction", || self.producer.begin_transaction())?;
         t.begun = true;
         for d in std::mem::take(&mut t.deferred) {
-            produce(
-                &self.producer,
-                &d.topic,
-                d.partition,
-                d.key.as_deref(),
-                d.value.as_deref(),
-                d.headers,
-                d.input.as_deref(),
-            )?;
+            produce(&self.producer, d)?;
         }
         Ok(())
     }

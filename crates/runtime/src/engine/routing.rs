@@ -5,6 +5,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use tracing::warn;
 
 use super::names::TopicNames;
+use super::producer::Outgoing;
 use super::Core;
 use crate::error::{ErrorClass, RuntimeError};
 use crate::headers::{self, DeadLetterHeaders, RetryHeaders};
@@ -57,7 +58,9 @@ impl<P: Processor> Core<P> {
             ));
         }
         // Same partition number as the input keeps per-partition order within the DLQ.
-        self.send(&dlq, Some(msg.partition()), msg.key(), value, h, Some(source))?;
+        self.send(
+            Outgoing::to(dlq, Some(msg.partition()), h).key(msg.key()).value(value).input(source),
+        )?;
         warn!(topic, partition, offset, class = class.as_str(), message, "record dead-lettered");
         if let Some(t) = self.txn.as_mut() {
             *t.counts.dead_lettered.entry((topic.to_string(), class)).or_default() += 1;
@@ -97,7 +100,9 @@ impl<P: Processor> Core<P> {
         let retry = self.names.retry(topic).ok_or_else(|| {
             RuntimeError::Config(format!("{topic} has no retry topic in the topology"))
         })?;
-        self.send(&retry, Some(msg.partition()), msg.key(), msg.payload(), h, Some(source))?;
+        let record =
+            Outgoing::to(retry, Some(msg.partition()), h).key(msg.key()).value(msg.payload());
+        self.send(record.input(source))?;
         if let Some(t) = self.txn.as_mut() {
             *t.counts.retried.entry(topic.to_string()).or_default() += 1;
         }
