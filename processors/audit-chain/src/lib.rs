@@ -167,12 +167,6 @@ impl AuditChain {
         }
     }
 
-    /// Checkpoints queued for signing in the partitions this instance owns (restored ones
-    /// included): what `audit_checkpoints_pending_signature` reports.
-    pub fn pending_signatures(&self) -> usize {
-        self.chains.values().map(|c| c.pending.len()).sum()
-    }
-
     fn chain(&mut self, partition: i32) -> &mut PartitionChain {
         self.chains.entry(partition).or_insert_with(|| PartitionChain::genesis(partition as u32))
     }
@@ -380,9 +374,11 @@ impl Processor for AuditChain {
     }
 }
 
+/// Checkpoints queued for signing in the partitions this instance owns (restored ones
+/// included): what `audit_checkpoints_pending_signature` reports.
 impl gauges::PendingQueue for AuditChain {
     fn pending_signatures(&self) -> usize {
-        AuditChain::pending_signatures(self)
+        self.chains.values().map(|c| c.pending.len()).sum()
     }
 }
 
@@ -582,6 +578,7 @@ pub fn emergency_signer_event(event_id: &str, actor: &str, detail: &str, at_ms: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gauges::PendingQueue;
     use evalstream_runtime::state::StateView;
 
     /// An in-memory `audit.chain` partition: records at increasing offsets with `gap` offsets

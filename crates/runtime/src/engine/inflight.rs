@@ -178,13 +178,16 @@ impl Tail {
     }
 }
 
+/// The commit thread's channel closed without an answer (it panicked).
+fn no_answer() -> RuntimeError {
+    RuntimeError::Config("the commit thread ended without an answer".into())
+}
+
 impl<P: Processor> Core<P> {
     /// Waits for the commit in flight, if any, and settles it (see [`Core::settle_answer`]).
     pub(super) fn settle(&mut self) -> Result<(), RuntimeError> {
         let Some(inflight) = self.inflight.take() else { return Ok(()) };
-        let answer = inflight.answer.recv().unwrap_or_else(|_| {
-            Err(RuntimeError::Config("the commit thread ended without an answer".into()))
-        });
+        let answer = inflight.answer.recv().unwrap_or_else(|_| Err(no_answer()));
         self.settle_answer(inflight, answer)
     }
 
@@ -194,9 +197,7 @@ impl<P: Processor> Core<P> {
         let answer = match inflight.answer.try_recv() {
             Ok(answer) => answer,
             Err(mpsc::TryRecvError::Empty) => return Ok(()),
-            Err(mpsc::TryRecvError::Disconnected) => {
-                Err(RuntimeError::Config("the commit thread ended without an answer".into()))
-            }
+            Err(mpsc::TryRecvError::Disconnected) => Err(no_answer()),
         };
         let Some(inflight) = self.inflight.take() else { return Ok(()) };
         self.settle_answer(inflight, answer)
