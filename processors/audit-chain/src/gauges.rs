@@ -178,7 +178,7 @@ mod tests {
     }
 
     #[test]
-    fn counts_the_checkpoints_left_pending_until_each_is_signed() {
+    fn counts_the_pending_checkpoints_of_the_owned_partitions() {
         let m = Metrics::new("audit-chain");
         let signer = Arc::new(Switch { up: AtomicBool::new(false) });
         let mut p = PendingSignatures::new(chain(Some(signer.clone())), &m);
@@ -194,8 +194,8 @@ mod tests {
         assert_eq!(gauge(&m), Some(3.0));
         p.on_revoke(1);
         assert_eq!(gauge(&m), Some(2.0), "a revoked partition is another instance's now");
-        // The signer is back, but backs off after its failures: what is emitted says whether
-        // the pending checkpoints were signed, and the gauge must agree with it.
+        // The signer is back but the chain still backs off after its failures: nothing is
+        // signed yet, so the count stays (signed checkpoints: the next test).
         signer.up.store(true, Ordering::SeqCst);
         let later = feed(&mut p, 0, 4);
         assert!(later.is_empty(), "no checkpoint is due after one more entry");
