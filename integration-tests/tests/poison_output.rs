@@ -67,6 +67,14 @@ fn rec(codec: &Codec, topic: &str, key: &str, payload: &str, amount: i64) -> it:
         .partition(0)
 }
 
+/// `len` random ASCII letters and digits: no run or repeat long enough for a codec to shrink.
+fn incompressible(len: usize) -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    (0..len).map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char).collect()
+}
+
 #[test]
 fn poison_outputs_dead_letter_their_input_and_the_stream_moves_on() {
     evalstream_runtime::telemetry::init();
@@ -79,7 +87,9 @@ fn poison_outputs_dead_letter_their_input_and_the_stream_moves_on() {
     it::create_topic_with_config(&output, 1, &[("max.message.bytes", "4096")]);
     let codec = Codec::from_env().unwrap();
 
-    let big_remote = "r".repeat(6_000); // output 6 KB: rejected by the broker
+    // The broker's limit applies to the batch as written, compressed (lz4 by default), so
+    // this output must not compress: random letters and digits, 6 KB however it is encoded.
+    let big_remote = incompressible(6_000); // output 6 KB: rejected by the broker
     let big_local = "l".repeat(400_000); // output 1.2 MB: refused by the local producer
     let records = vec![
         rec(&codec, &input, "good-0", "a", 1),

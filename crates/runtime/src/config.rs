@@ -20,6 +20,7 @@
 //! | `EVALSTREAM_RETRY_BACKOFF_MS`        | `retry.initial_backoff_ms` |
 //! | `EVALSTREAM_OPS_LISTEN`              | `ops_listen`             |
 //! | `EVALSTREAM_COMMITTED_VIEW`          | `committed_view`         |
+//! | `EVALSTREAM_COMPRESSION`             | `compression`            |
 //! | `EVALSTREAM_KAFKA_<NAME>`            | `kafka.<name>` with `_` → `.` (e.g. `EVALSTREAM_KAFKA_SASL_MECHANISM`) |
 
 use std::collections::BTreeMap;
@@ -102,6 +103,17 @@ pub struct RuntimeConfig {
     /// docs/exactly-once.md, "One definition of committed".
     #[serde(default)]
     pub committed_view: CommittedView,
+    /// Compression of the batches the runtime's transactional producers write (outputs, state
+    /// changelog, progress markers, dead letters): `lz4` (default), `snappy`, `gzip` or `none`.
+    /// Why lz4 by default: Apache Kafka validates an uncompressed batch by parsing every
+    /// record in it into objects, headers included, and every record the runtime writes
+    /// carries two to four text headers; the records of a compressed batch are validated by
+    /// skipping over their keys, values and headers. In the `totals` benchmark that about
+    /// halved the broker's CPU per record and left more of a shared machine to the processor
+    /// (docs/performance.md, phase 7). Consumers decompress transparently; every Kafka client
+    /// reads all four.
+    #[serde(default)]
+    pub compression: Compression,
     /// Settings of the processor itself (free-form, validated by the processor).
     #[serde(default)]
     pub processor: BTreeMap<String, toml::Value>,
@@ -129,6 +141,37 @@ impl CommittedView {
             CommittedView::Markers => "markers",
         }
     }
+}
+
+/// Batch compression of the runtime's producers (see [`RuntimeConfig::compression`]).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    /// Uncompressed batches.
+    None,
+    /// gzip (zlib): the smallest batches of the four, the most CPU.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4: cheap to compress and to read back.
+    #[default]
+    Lz4,
+}
+
+impl Compression {
+    /// The name used in config and env, which is also librdkafka's `compression.type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+        }
+    }
+
+    /// Every value, for validation messages and tests.
+    pub const ALL: [Compression; 4] =
+        [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4];
 }
 
 /// Processing mode.
@@ -306,6 +349,16 @@ impl RuntimeConfig {
                             )))
                         }
                     }
+                }
+                "EVALSTREAM_COMPRESSION" => {
+                    self.compression = Compression::ALL
+                        .into_iter()
+                        .find(|c| c.as_str() == v.as_str())
+                        .ok_or_else(|| {
+                            RuntimeError::Config(format!(
+                                "{k}={v:?} must be one of none, gzip, snappy, lz4"
+                            ))
+                        })?
                 }
                 "EVALSTREAM_TOPIC_PREFIX" => self.topic_prefix = v.clone(),
                 "EVALSTREAM_COMMIT_INTERVAL_MS" => self.commit_interval_ms = num(k, v)?,
@@ -524,6 +577,26 @@ mod tests {
         assert_eq!(c.committed_view, CommittedView::Markers);
         assert!(RuntimeConfig::load_with(None, &env(&[("EVALSTREAM_COMMITTED_VIEW", "tansu")]))
             .is_err());
+    }
+
+    #[test]
+    fn compression_defaults_to_lz4_and_is_set_from_file_or_env() {
+        assert_eq!(RuntimeConfig::default().compression, Compression::Lz4);
+        let c =
+            RuntimeConfig::load_with(None, &env(&[("EVALSTREAM_COMPRESSION", "none")])).unwrap();
+        assert_eq!(c.compression, Compression::None);
+        let c = RuntimeConfig::from_toml("compression = \"snappy\"").unwrap();
+        assert_eq!(c.compression, Compression::Snappy);
+        for c in Compression::ALL {
+            let from_env =
+                RuntimeConfig::load_with(None, &env(&[("EVALSTREAM_COMPRESSION", c.as_str())]))
+                    .unwrap();
+            assert_eq!(from_env.compression, c);
+        }
+        let e = RuntimeConfig::load_with(None, &env(&[("EVALSTREAM_COMPRESSION", "zstd")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("none, gzip, snappy, lz4"), "{e}");
+        assert!(RuntimeConfig::from_toml("compression = \"LZ4\"").is_err());
     }
 
     #[test]

@@ -88,8 +88,13 @@ fn fill(
     keys: u64,
     partitions: i32,
 ) -> anyhow::Result<u64> {
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        kafka::plain_producer(cfg).set("linger.ms", "20").set("batch.size", "1000000").create()?;
+    // Compressed as the engine's producer compresses its changelog, so that the restore reads
+    // (and decompresses) what a real one reads.
+    let producer: ThreadedProducer<DefaultProducerContext> = kafka::plain_producer(cfg)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("compression.type", cfg.compression.as_str())
+        .create()?;
     let input = cfg.topic(evalstream_totals::INPUT);
     let mut written = 0u64;
     let mut per_partition = vec![0u64; partitions as usize];
