@@ -355,9 +355,8 @@ impl RuntimeConfig {
                         .into_iter()
                         .find(|c| c.as_str() == v.as_str())
                         .ok_or_else(|| {
-                            RuntimeError::Config(format!(
-                                "{k}={v:?} must be one of none, gzip, snappy, lz4"
-                            ))
+                            let names = Compression::ALL.map(Compression::as_str).join(", ");
+                            RuntimeError::Config(format!("{k}={v:?} must be one of {names}"))
                         })?
                 }
                 "EVALSTREAM_TOPIC_PREFIX" => self.topic_prefix = v.clone(),
